@@ -1,0 +1,420 @@
+"""The catalogue of backend types and their parameters, and the validation of a project's params.
+
+This module is the contract between projects.toml and the implementations: a parameter that is
+not listed here is rejected when the configuration is read, not ignored at training time.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+from kuoro.errors import ConfigError
+
+# Keys that every project has whatever its backend; config.py reads them before the params.
+PROJECT_KEYS = (
+    "name",
+    "language",
+    "vocab",
+    "backend",
+    "analyzer",
+    "limit",
+    "access",
+    "allow_learn",
+)
+
+# Annif parameter names and their Kuoro names. A hint only applies where the Kuoro name is a
+# parameter of the backend at hand (fastText's own `lr` stays `lr`).
+ANNIF_PARAM_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "nodes": "hidden_size",
+        "dropout_rate": "dropout",
+        "epochs": "max_epochs",
+        "lr": "learning_rate",
+        "wordNgrams": "word_ngrams",
+        "minCount": "min_count",
+        "ngram": "ngram_max",
+    }
+)
+
+# Annif parameters that Kuoro has no use for, and why.
+ANNIF_DROPPED_PARAMS: Mapping[str, str] = MappingProxyType(
+    {
+        "learn-epochs": "`kuoro learn` uses max_epochs",
+        "lmdb_map_size": "the store grows automatically",
+        "transform": "Kuoro applies no input transforms",
+    }
+)
+
+# Annif backend names and the Kuoro backend that does the same job.
+ANNIF_BACKENDS: Mapping[str, str] = MappingProxyType(
+    {
+        "tfidf": "tfidf",
+        "omikuji": "omikuji",
+        "fasttext": "fasttext",
+        "mllm": "lexical",
+        "stwfsa": "lexical",
+        "http": "annif",
+        "ensemble": "mean",
+        "nn_ensemble": "kuoro",
+        "pav": "mean",
+    }
+)
+
+
+def _number(x: float) -> str:
+    """Show 1.0 as 1 and 0.9 as 0.9."""
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def show_value(value: object) -> str:
+    """Show a value as it would be written in TOML, so that strings and booleans stand out."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One backend parameter: its type, default, allowed values and a line of help."""
+
+    name: str
+    type: builtins.type  # int, float, bool, str, list, or object (anything; `accept` decides)
+    default: object
+    help: str
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    required: bool = False
+    min_exclusive: bool = False
+    # For values that no type and range describe: a test and the words for what it accepts.
+    accept: Callable[[object], bool] | None = None
+    allowed: str | None = None
+
+    def describe(self) -> str:
+        """What the parameter accepts, in words: 'an integer between 1 and 3'."""
+        if self.allowed is not None:
+            return self.allowed
+        if self.choices is not None:
+            return "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        noun = {
+            bool: "true or false",
+            int: "an integer",
+            float: "a number",
+            str: "a string",
+            list: "a list",
+        }.get(self.type, "a value")
+        if self.min is not None and self.max is not None:
+            return f"{noun} between {_number(self.min)} and {_number(self.max)}"
+        if self.min is not None:
+            relation = "greater than" if self.min_exclusive else "of at least"
+            return f"{noun} {relation} {_number(self.min)}"
+        if self.max is not None:
+            return f"{noun} of at most {_number(self.max)}"
+        return noun
+
+    def check(self, value: object) -> object:
+        """Return the value in its canonical type, or raise ValueError saying what is wrong."""
+        if not (self._type_ok(value) and self._range_ok(value)) or (
+            self.accept is not None and not self.accept(value)
+        ):
+            raise ValueError(f"must be {self.describe()}, got {show_value(value)}")
+        if self.type is float and isinstance(value, int):
+            return float(value)
+        return value
+
+    def _type_ok(self, value: object) -> bool:
+        # bool is a subclass of int in Python, but `true` is not a count and 1 is not a switch.
+        if self.type is bool:
+            return isinstance(value, bool)
+        if self.type is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        if self.type is float:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, self.type)
+
+    def _range_ok(self, value: object) -> bool:
+        if self.choices is not None and value not in self.choices:
+            return False
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return True
+        if math.isnan(value):
+            return False
+        if self.min is not None and (value <= self.min if self.min_exclusive else value < self.min):
+            return False
+        return self.max is None or value <= self.max
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend type: a source that suggests subjects, or a fusion model that combines sources."""
+
+    name: str
+    kind: Literal["source", "fusion"]
+    help: str
+    params: Mapping[str, ParamSpec]
+
+
+def _is_split(value: object) -> bool:
+    """A held-out split: a fraction in (0, 1), a document count of at least 1, or a path."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 1
+    if isinstance(value, float):
+        return 0.0 < value < 1.0
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _is_http_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
+def _int(
+    name: str, default: int, help: str, min: float | None = 1, max: float | None = None
+) -> ParamSpec:
+    return ParamSpec(name, int, default, help, min=min, max=max)
+
+
+def _rate(name: str, default: float, help: str) -> ParamSpec:
+    return ParamSpec(name, float, default, help, min=0, min_exclusive=True)
+
+
+def _bool(name: str, default: bool, help: str) -> ParamSpec:
+    return ParamSpec(name, bool, default, help)
+
+
+def _required_str(
+    name: str,
+    help: str,
+    accept: Callable[[object], bool] | None = None,
+    allowed: str | None = None,
+) -> ParamSpec:
+    return ParamSpec(name, str, None, help, required=True, accept=accept, allowed=allowed)
+
+
+def _backend(
+    name: str, kind: Literal["source", "fusion"], help: str, *params: ParamSpec
+) -> BackendSpec:
+    return BackendSpec(name, kind, help, MappingProxyType({p.name: p for p in params}))
+
+
+_TOP_K = _int("top_k", 100, "how many suggestions per document the source keeps", max=10000)
+_MIN_DF = _int("min_df", 2, "ignore words that occur in fewer training documents than this")
+_NGRAM_MAX = _int("ngram_max", 1, "longest word n-gram used as a feature", max=3)
+
+_SOURCES = ParamSpec(
+    "sources",
+    list,
+    None,
+    'source projects and weights: ["proj:2", "proj2"], {proj = 2, proj2 = 1} or "proj:2,proj2"',
+    required=True,
+)
+_VALIDATION = ParamSpec(
+    "validation",
+    object,
+    0.1,
+    "held-out documents for early stopping: a fraction, a count, or a corpus path",
+    accept=_is_split,
+    allowed="a fraction between 0 and 1 (exclusive), a document count of at least 1, "
+    "or the path of a corpus",
+)
+_SEED = _int("seed", 0, "random seed for initialisation, shuffling and the held-out split", min=0)
+
+
+def _training(
+    learning_rate: float, batch_size: int, max_epochs: int, patience: int
+) -> tuple[ParamSpec, ...]:
+    """The optimiser and early-stopping parameters that the trainable fusion models share."""
+    return (
+        _rate("learning_rate", learning_rate, "Adam learning rate"),
+        _int("batch_size", batch_size, "documents per training step"),
+        _int("max_epochs", max_epochs, "most passes over the training documents"),
+        _bool("early_stopping", True, "stop when the held-out score stops improving"),
+        _int("patience", patience, "epochs without improvement before stopping", min=0),
+    )
+
+
+BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            _backend(
+                "tfidf",
+                "source",
+                "TF-IDF similarity between a document and each concept's training text",
+                _TOP_K,
+                _MIN_DF,
+                _NGRAM_MAX,
+                _bool("sublinear_tf", True, "use 1 + log(tf) instead of raw term counts"),
+            ),
+            _backend(
+                "omikuji",
+                "source",
+                "Omikuji tree-based extreme multi-label classifier. Parabel: the defaults; "
+                "Bonsai: cluster_balanced = false, cluster_k = 100, max_depth = 3",
+                _TOP_K,
+                _bool("cluster_balanced", True, "split tree nodes into clusters of equal size"),
+                _int("cluster_k", 2, "children per tree node", min=2),
+                _int("max_depth", 20, "deepest level of the label tree"),
+                _int(
+                    "collapse_every_n_layers",
+                    0,
+                    "collapse every n-th tree layer into its parent (0 = never)",
+                    min=0,
+                ),
+                _MIN_DF,
+                _NGRAM_MAX,
+            ),
+            _backend(
+                "fasttext",
+                "source",
+                "fastText linear classifier over word and character n-grams",
+                _TOP_K,
+                ParamSpec(
+                    "loss",
+                    str,
+                    "hs",
+                    "loss function",
+                    choices=("ova", "hs", "softmax", "ns"),
+                ),
+                _int("dim", 100, "size of the word vectors"),
+                _rate("lr", 0.25, "learning rate"),
+                _int("epoch", 5, "passes over the training documents"),
+                _int("word_ngrams", 1, "longest word n-gram", max=5),
+                _int("min_count", 1, "ignore words that occur fewer times than this"),
+            ),
+            _backend(
+                "lexical",
+                "source",
+                "matches the vocabulary's labels in the text and ranks the matches",
+                _TOP_K,
+            ),
+            _backend(
+                "annif",
+                "source",
+                "asks a project of an Annif-compatible REST API for its suggestions",
+                _TOP_K,
+                _required_str(
+                    "endpoint",
+                    "base URL of the Annif-compatible REST API, e.g. https://ai.finto.fi/v1",
+                    accept=_is_http_url,
+                    allowed="an http:// or https:// URL",
+                ),
+                _required_str("project", "project id on the remote server"),
+                _rate("timeout", 30.0, "seconds to wait for one response"),
+                _int("retries", 3, "how often to retry a failed request", min=0),
+                _int("batch_size", 32, "documents per request", max=32),
+            ),
+            _backend(
+                "file",
+                "source",
+                "reads precomputed suggestions from a file",
+                _TOP_K,
+                _required_str("path", "TSV file of document id, concept URI and score"),
+            ),
+            _backend(
+                "mean",
+                "fusion",
+                "weighted mean of the sources' scores; nothing to train",
+                _SOURCES,
+                _VALIDATION,
+                _SEED,
+            ),
+            _backend(
+                "linear",
+                "fusion",
+                "one weight per source and concept: the sparse equivalent of Annif's PyTorch "
+                "nn_ensemble",
+                _SOURCES,
+                _VALIDATION,
+                _SEED,
+                *_training(learning_rate=0.003, batch_size=256, max_epochs=10, patience=2),
+            ),
+            _backend(
+                "kuoro",
+                "fusion",
+                "the default fusion model: a shared network over per-candidate features with "
+                "per-concept corrections, on top of the weighted mean",
+                _SOURCES,
+                _VALIDATION,
+                _SEED,
+                _int("hidden_size", 64, "width of the hidden layer"),
+                ParamSpec("dropout", float, 0.1, "dropout rate while training", min=0, max=0.9),
+                ParamSpec("weight_decay", float, 0.0001, "L2 penalty on the shared weights", min=0),
+                *_training(learning_rate=0.003, batch_size=64, max_epochs=50, patience=3),
+                _int("members", 1, "models trained side by side and averaged", max=64),
+                ParamSpec(
+                    "loss",
+                    str,
+                    "mix",
+                    "training loss: per-candidate, per-document ranking, or both",
+                    choices=("bce", "listwise", "mix"),
+                ),
+                _int("gate_top_k", 0, "sources the gate keeps per document (0 = all)", min=0),
+                ParamSpec(
+                    "concept_l2",
+                    float,
+                    0.001,
+                    "pulls the per-concept corrections towards zero",
+                    min=0,
+                ),
+            ),
+        )
+    }
+)
+
+
+def _unknown_hint(key: str, allowed: list[str]) -> str:
+    """Why a key is unknown and what the user probably meant, or ''."""
+    if key in PROJECT_KEYS:
+        return f" '{key}' is a project setting, not a backend parameter."
+    if key in ANNIF_DROPPED_PARAMS:
+        return f" Kuoro has no equivalent: {ANNIF_DROPPED_PARAMS[key]}."
+    renamed = ANNIF_PARAM_NAMES.get(key)
+    if renamed in allowed:
+        return f" Did you mean '{renamed}'?"
+    owners = sorted(name for name, spec in BACKENDS.items() if key in spec.params)
+    if owners:
+        return f" '{key}' is a parameter of backend {', '.join(owners)}."
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def validate_params(project_id: str, backend: str, raw: Mapping[str, object]) -> dict[str, object]:
+    """Check a project's backend parameters and fill in the defaults; raise ConfigError if bad."""
+    where = f"project '{project_id}'"
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"{where}: unknown backend '{backend}'. Allowed: {', '.join(sorted(BACKENDS))}"
+        )
+    specs = BACKENDS[backend].params
+    allowed = sorted(specs)
+    for key in raw:
+        if key not in specs:
+            raise ConfigError(
+                f"{where}: unknown parameter '{key}' for backend '{backend}'."
+                f"{_unknown_hint(key, allowed)} Allowed: {', '.join(allowed)}"
+            )
+    params: dict[str, object] = {}
+    for name, spec in specs.items():
+        if name not in raw:
+            if spec.required:
+                raise ConfigError(
+                    f"{where}: missing required parameter '{name}' for backend '{backend}' "
+                    f"({spec.help})"
+                )
+            params[name] = spec.default
+            continue
+        try:
+            params[name] = spec.check(raw[name])
+        except ValueError as exc:
+            raise ConfigError(f"{where}: parameter '{name}' {exc}") from None
+    return params

@@ -1,0 +1,281 @@
+"""The ``kuoro`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from kuoro import __version__
+from kuoro.datadir import DataDir
+from kuoro.errors import KuoroError
+
+if TYPE_CHECKING:
+    from kuoro.config import ProjectConfig
+
+log = logging.getLogger("kuoro")
+
+
+@dataclass
+class Context:
+    """Options of the top-level command, shared by every subcommand."""
+
+    datadir: DataDir
+    projects_path: str | None
+    verbosity: int
+
+    def projects(self) -> dict[str, ProjectConfig]:
+        from kuoro.config import find_projects_file, load_projects
+
+        return load_projects(find_projects_file(self.projects_path, Path.cwd()))
+
+    def project(self, project_id: str) -> ProjectConfig:
+        projects = self.projects()
+        if project_id not in projects:
+            from kuoro.errors import NotFoundError
+
+            known = ", ".join(projects) or "none"
+            raise NotFoundError(f"no project '{project_id}' (configured: {known})")
+        return projects[project_id]
+
+
+# Set by the group callback so that main() knows whether to show tracebacks.
+_verbosity = 0
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="kuoro")
+@click.option(
+    "--datadir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="KUORO_DATADIR",
+    default="data",
+    show_default=True,
+    help="Directory of loaded vocabularies and trained models (env KUORO_DATADIR).",
+)
+@click.option(
+    "--projects",
+    "projects_path",
+    type=click.Path(path_type=str),
+    default=None,
+    help="projects.toml file or projects.d directory "
+    "(env KUORO_PROJECTS; default ./projects.toml, then ./projects.d).",
+)
+@click.option("-v", "--verbose", count=True, help="More output; -v also shows tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.pass_context
+def cli(
+    ctx: click.Context, datadir: Path, projects_path: str | None, verbose: int, quiet: bool
+) -> None:
+    """Kuoro fuses the suggestions of several subject-indexing models into one ranked list."""
+    global _verbosity
+    _verbosity = -1 if quiet else verbose
+    _configure_logging(_verbosity)
+    ctx.obj = Context(DataDir(datadir), projects_path, _verbosity)
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("kuoro: %(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _progress_disabled(obj: Context) -> bool | None:
+    # None lets tqdm decide: a bar on a terminal, nothing in logs and pipes.
+    return True if obj.verbosity < 0 else None
+
+
+# -- vocabularies ----------------------------------------------------------------------------
+
+
+@cli.command("load-vocab")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-l", "--language", help="Language of the labels (needed for TSV; default for SKOS/CSV)."
+)
+@pass_context
+def load_vocab(obj: Context, name: str, file: Path, language: str | None) -> None:
+    """Load a vocabulary FILE (TSV, CSV or SKOS) and store it as NAME.
+
+    Loading a newer version of a vocabulary keeps the ids of concepts it already had.
+    """
+    from kuoro.vocab_formats import read_vocabulary
+
+    vocab = read_vocabulary(file, language, name=name)
+    stored, update = obj.datadir.store_vocabulary(vocab, source=str(file))
+    if update.replaced_existing:
+        change = (
+            f"updated: {update.kept} kept, {update.added} added, {update.deprecated} deprecated"
+        )
+    else:
+        change = "new"
+    click.echo(
+        f"vocabulary '{name}' ({change}): {len(stored)} concepts, {stored.active_count} active, "
+        f"languages {', '.join(stored.languages)} -> {obj.datadir.vocab_path(name)}"
+    )
+
+
+@cli.command("list-vocabs")
+@pass_context
+def list_vocabs(obj: Context) -> None:
+    """List the vocabularies loaded in the data directory."""
+    names = obj.datadir.vocabulary_names()
+    if not names:
+        click.echo(f"no vocabularies in {obj.datadir.root}; load one with: kuoro load-vocab")
+        return
+    rows = [("name", "concepts", "active", "languages", "fingerprint")]
+    for name in names:
+        vocab = obj.datadir.load_vocabulary(name)
+        langs = ",".join(vocab.languages)
+        rows.append((name, str(len(vocab)), str(vocab.active_count), langs, vocab.fingerprint))
+    _echo_table(rows)
+
+
+# -- projects --------------------------------------------------------------------------------
+
+
+@cli.command("list-projects")
+@pass_context
+def list_projects(obj: Context) -> None:
+    """List the configured projects."""
+    rows = [("project", "name", "backend", "kind", "language", "vocab", "vocab loaded")]
+    loaded = set(obj.datadir.vocabulary_names())
+    for p in obj.projects().values():
+        has_vocab = "yes" if p.vocab in loaded else "no"
+        rows.append((p.project_id, p.name, p.backend, p.kind, p.language, p.vocab, has_vocab))
+    _echo_table(rows)
+
+
+@cli.command("show-project")
+@click.argument("project_id")
+@pass_context
+def show_project(obj: Context, project_id: str) -> None:
+    """Show a project's configuration, every parameter with its effective value."""
+    p = obj.project(project_id)
+    loaded = p.vocab in obj.datadir.vocabulary_names()
+    rows = [
+        ("project", p.project_id),
+        ("name", p.name),
+        ("backend", f"{p.backend} ({p.kind})"),
+        ("language", p.language),
+        ("vocab", f"{p.vocab} ({'loaded' if loaded else 'not loaded'})"),
+        ("analyzer", p.analyzer),
+        ("limit", str(p.limit)),
+        ("access", p.access),
+        ("allow_learn", str(p.allow_learn).lower()),
+    ]
+    if p.sources:
+        rows.append(("sources", ", ".join(f"{s.project_id}:{s.weight:.3g}" for s in p.sources)))
+    rows += [(key, _format_value(value)) for key, value in sorted(p.params.items())]
+    for key, value in rows:
+        click.echo(f"{key + ':':<24} {value}")
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Work with project configuration files."""
+
+
+@config_group.command("import")
+@click.argument("annif_config", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the projects.toml here instead of standard output.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def config_import(annif_config: Path, output: Path | None, force: bool) -> None:
+    """Convert an Annif projects.cfg into the equivalent Kuoro projects.toml."""
+    from kuoro.annif_import import import_annif_config
+    from kuoro.atomic import atomic_write
+
+    result = import_annif_config(annif_config)
+    for note in result.notes:
+        log.warning("%s", note)
+    if output is None:
+        click.echo(result.toml_text, nl=False)
+        return
+    if output.exists() and not force:
+        raise KuoroError(f"{output} exists; use --force to overwrite it")
+    with atomic_write(output) as out:
+        out.write(result.toml_text.encode("utf-8"))
+    click.echo(f"wrote {output} ({len(result.notes)} notes)", err=True)
+
+
+# -- corpora ---------------------------------------------------------------------------------
+
+
+@cli.command("corpus-stats")
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--vocab", "vocab_name", required=True, help="Name of a loaded vocabulary.")
+@click.option("-l", "--language", help="Language of subject labels (default: the vocabulary's).")
+@pass_context
+def corpus_stats(
+    obj: Context, corpus: Sequence[Path], vocab_name: str, language: str | None
+) -> None:
+    """Read each CORPUS against a vocabulary and print statistics of its documents and subjects."""
+    from kuoro.corpus_stats import corpus_statistics, format_statistics
+
+    vocab = obj.datadir.load_vocabulary(vocab_name)
+    stats = [
+        corpus_statistics(path, vocab, language=language, disable_progress=_progress_disabled(obj))
+        for path in corpus
+    ]
+    click.echo(format_statistics(stats, vocab))
+
+
+def _echo_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; errors become one line on stderr and a non-zero exit status."""
+    try:
+        result = cli.main(args=argv, prog_name="kuoro", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("kuoro: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KuoroError as exc:
+        return _report(exc, "error")
+    except KeyboardInterrupt:
+        click.echo("kuoro: interrupted", err=True)
+        return 130
+    except Exception as exc:
+        return _report(exc, "internal error", hint=True)
+    return result if isinstance(result, int) else 0
+
+
+def _report(exc: BaseException, kind: str, *, hint: bool = False) -> int:
+    if _verbosity > 0:
+        traceback.print_exception(exc)
+    message = str(exc) or type(exc).__name__
+    suffix = " (run with -v for the traceback)" if hint and _verbosity <= 0 else ""
+    click.echo(f"kuoro: {kind}: {message}{suffix}", err=True)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

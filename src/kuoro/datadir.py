@@ -1,0 +1,88 @@
+"""The data directory: where loaded vocabularies and trained models are kept."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kuoro.errors import KuoroError, NotFoundError
+from kuoro.vocab import Vocabulary
+
+DATADIR_ENV = "KUORO_DATADIR"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class VocabularyUpdate:
+    """What storing a vocabulary changed compared with the version already stored."""
+
+    added: int
+    deprecated: int
+    kept: int
+    replaced_existing: bool
+
+
+class DataDir:
+    """A directory holding ``vocabs/NAME.npz`` and, later, ``projects/ID/`` model files."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def resolve(cls, explicit: str | Path | None = None) -> DataDir:
+        """The directory given, else ``$KUORO_DATADIR``, else ``./data``."""
+        return cls(explicit or os.environ.get(DATADIR_ENV) or "data")
+
+    def vocab_path(self, name: str) -> Path:
+        check_name(name, "vocabulary")
+        return self.root / "vocabs" / f"{name}.npz"
+
+    def project_dir(self, project_id: str) -> Path:
+        check_name(project_id, "project")
+        return self.root / "projects" / project_id
+
+    def vocabulary_names(self) -> list[str]:
+        folder = self.root / "vocabs"
+        return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+
+    def load_vocabulary(self, name: str) -> Vocabulary:
+        path = self.vocab_path(name)
+        if not path.exists():
+            known = ", ".join(self.vocabulary_names()) or "none"
+            raise NotFoundError(
+                f"vocabulary '{name}' is not loaded in {self.root} (loaded: {known}); "
+                f"load it with: kuoro load-vocab {name} FILE"
+            )
+        return Vocabulary.load(path)
+
+    def store_vocabulary(
+        self, vocab: Vocabulary, *, source: str | None = None
+    ) -> tuple[Vocabulary, VocabularyUpdate]:
+        """Store ``vocab`` under its name; an earlier version keeps its concept ids."""
+        path = self.vocab_path(vocab.name)
+        if path.exists():
+            old = Vocabulary.load(path)
+            merged = old.updated_with(vocab)
+            newly_deprecated = int((merged.deprecated[: len(old)] & ~old.deprecated).sum())
+            update = VocabularyUpdate(
+                added=len(merged) - len(old),
+                deprecated=newly_deprecated,
+                kept=len(old) - newly_deprecated,
+                replaced_existing=True,
+            )
+        else:
+            merged = vocab
+            update = VocabularyUpdate(len(vocab), 0, 0, replaced_existing=False)
+        merged.save(path, source=source)
+        return merged, update
+
+
+def check_name(name: str, what: str) -> None:
+    """Names become file names: allow letters, digits, '-', '_' and '.' only."""
+    if not _NAME.match(name):
+        raise KuoroError(
+            f"invalid {what} name '{name}': use letters, digits, '-', '_' and '.', "
+            "starting with a letter or digit"
+        )

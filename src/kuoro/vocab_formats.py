@@ -1,0 +1,169 @@
+"""Reading vocabulary files: Annif's TSV and CSV formats, and SKOS in any RDF syntax."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from kuoro.errors import VocabularyError
+from kuoro.vocab import Vocabulary, normalize_uri
+
+log = logging.getLogger(__name__)
+
+RDF_SUFFIXES = {
+    ".ttl": "turtle",
+    ".rdf": "xml",
+    ".owl": "xml",
+    ".xml": "xml",
+    ".nt": "nt",
+    ".n3": "n3",
+    ".jsonld": "json-ld",
+    ".trig": "trig",
+}
+
+
+def read_vocabulary(
+    path: str | Path, language: str | None = None, *, name: str | None = None
+) -> Vocabulary:
+    """Read a vocabulary file, choosing the format by its extension.
+
+    ``.csv`` is Annif's CSV format, RDF extensions (.ttl, .rdf, .nt, ...) are read as SKOS,
+    anything else as Annif's TSV format, which needs ``language`` since it names none.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VocabularyError(f"{path}: no such file")
+    name = name or path.stem
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_csv(path, name, language)
+    if suffix in RDF_SUFFIXES:
+        return _read_skos(path, name, RDF_SUFFIXES[suffix], language)
+    if language is None:
+        raise VocabularyError(
+            f"{path}: a TSV vocabulary names no language; give it (e.g. --language fi)"
+        )
+    return _read_tsv(path, name, language)
+
+
+def _clean_label(label: str) -> str:
+    # The stored form separates strings by newlines, so labels must not contain them.
+    return " ".join(label.split())
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with path.open("rb") as raw:
+        for lineno, data in enumerate(raw, start=1):
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise VocabularyError(
+                    f"{path}:{lineno}: invalid UTF-8 (byte {exc.start} of the line)"
+                ) from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")
+            yield lineno, line.rstrip("\r\n")
+
+
+def _read_tsv(path: Path, name: str, language: str) -> Vocabulary:
+    uris: list[str] = []
+    labels: list[str | None] = []
+    notations: list[str | None] = []
+    seen: set[str] = set()
+    for lineno, line in _text_lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise VocabularyError(f"{path}:{lineno}: expected '<uri>\\tlabel', found no tab")
+        uri = normalize_uri(fields[0])
+        if not uri:
+            raise VocabularyError(f"{path}:{lineno}: empty URI")
+        if uri in seen:
+            log.warning("%s:%d: URI %s listed again; keeping the first", path, lineno, uri)
+            continue
+        seen.add(uri)
+        uris.append(uri)
+        labels.append(_clean_label(fields[1]))
+        notations.append(fields[2].strip() if len(fields) > 2 else None)
+    if not uris:
+        raise VocabularyError(f"{path}: no concepts found")
+    return Vocabulary(name, uris, {language: labels}, notations=notations)
+
+
+def _read_csv(path: Path, name: str, language: str | None) -> Vocabulary:
+    text = io.StringIO("".join(line + "\n" for _, line in _text_lines(path)))
+    reader = csv.DictReader(text)
+    header = reader.fieldnames or []
+    label_columns = [c for c in header if c.startswith("label_")]
+    if "uri" not in header or not label_columns:
+        raise VocabularyError(
+            f"{path}: a CSV vocabulary needs a 'uri' column and 'label_<lang>' columns; "
+            f"found {', '.join(header) or 'no header'}"
+        )
+    languages = [c.removeprefix("label_") for c in label_columns]
+    if language is not None and language not in languages:
+        raise VocabularyError(f"{path}: no label column for language '{language}'")
+    uris: list[str] = []
+    labels: dict[str, list[str | None]] = {lang: [] for lang in languages}
+    notations: list[str | None] = []
+    deprecated: list[bool] = []
+    for row in reader:
+        uri = normalize_uri(row.get("uri") or "")
+        if not uri:
+            raise VocabularyError(f"{path}:{reader.line_num}: empty URI")
+        row_labels = [_clean_label(row.get(c) or "") for c in label_columns]
+        uris.append(uri)
+        for lang, label in zip(languages, row_labels, strict=True):
+            labels[lang].append(label)
+        notations.append((row.get("notation") or "").strip())
+        deprecated.append(not any(row_labels))  # Annif's convention for removed concepts
+    if not uris:
+        raise VocabularyError(f"{path}: no concepts found")
+    return Vocabulary(name, uris, labels, notations=notations, deprecated=deprecated)
+
+
+def _read_skos(path: Path, name: str, rdf_format: str, language: str | None) -> Vocabulary:
+    from rdflib import Graph, Literal, URIRef
+    from rdflib.namespace import OWL, RDF, RDFS, SKOS
+
+    graph = Graph()
+    try:
+        graph.parse(path, format=rdf_format)
+    except Exception as exc:  # rdflib raises many unrelated types for syntax errors
+        raise VocabularyError(f"{path}: cannot parse as {rdf_format}: {exc}") from exc
+    concepts = sorted({str(s) for s in graph.subjects(RDF.type, SKOS.Concept)})
+    if not concepts:
+        raise VocabularyError(f"{path}: no skos:Concept found")
+    index = {uri: i for i, uri in enumerate(concepts)}
+    labels: dict[str, list[str | None]] = {}
+    notations: list[str | None] = []
+    deprecated: list[bool] = []
+    broader: list[list[int]] = []
+    for i, uri in enumerate(concepts):
+        ref = URIRef(uri)
+        pref = list(graph.objects(ref, SKOS.prefLabel)) or list(graph.objects(ref, RDFS.label))
+        for literal in pref:
+            if isinstance(literal, Literal) and literal.language:
+                column = labels.setdefault(literal.language, [None] * len(concepts))
+                column[i] = column[i] or _clean_label(str(literal))
+        notation = graph.value(ref, SKOS.notation)
+        notations.append(str(notation) if notation is not None else None)
+        flags = graph.objects(ref, OWL.deprecated)
+        deprecated.append(any(isinstance(v, Literal) and v.toPython() is True for v in flags))
+        broader.append(
+            sorted(index[str(b)] for b in graph.objects(ref, SKOS.broader) if str(b) in index)
+        )
+    if language is not None and language not in labels:
+        raise VocabularyError(
+            f"{path}: no labels in language '{language}'; found {', '.join(sorted(labels))}"
+        )
+    labels = dict(sorted(labels.items()))
+    if language is not None:  # the requested language becomes the default one
+        labels = {language: labels[language], **labels}
+    return Vocabulary(
+        name, concepts, labels, notations=notations, deprecated=deprecated, broader=broader
+    )

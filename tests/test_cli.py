@@ -1,0 +1,184 @@
+"""The command line: every command end to end, and errors as one line without a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kuoro import __version__
+from kuoro.cli import main
+
+from conftest import SHARED_DATA, requires_shared_data
+
+YSO = "http://www.yso.fi/onto/yso/"
+
+PROJECTS = """
+[arch-tfidf]
+name = "Archaeology TF-IDF"
+language = "fi"
+vocab = "arch"
+backend = "tfidf"
+analyzer = "snowball(finnish)"
+min_df = 3
+
+[arch-fusion]
+language = "fi"
+vocab = "arch"
+backend = "kuoro"
+sources = ["arch-tfidf:2"]
+hidden_size = 32
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def vocab_file(tmp_path: Path) -> Path:
+    path = tmp_path / "arch.tsv"
+    path.write_text(f"<{YSO}p1>\tmuinaisjäännökset\n<{YSO}p2>\tarkeologia\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def projects_file(tmp_path: Path) -> Path:
+    path = tmp_path / "projects.toml"
+    path.write_text(PROJECTS, encoding="utf-8")
+    return path
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and __version__ in out
+    for command in ["load-vocab", "list-vocabs", "list-projects", "show-project", "corpus-stats"]:
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "Usage: kuoro " + command in out
+    code, out, _ = run(capsys, "config", "import", "--help")
+    assert code == 0 and "Annif projects.cfg" in out
+
+
+def test_load_and_list_vocabs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, vocab_file: Path
+) -> None:
+    datadir = str(tmp_path / "data")
+    code, out, _ = run(
+        capsys, "--datadir", datadir, "load-vocab", "arch", str(vocab_file), "-l", "fi"
+    )
+    assert code == 0 and "vocabulary 'arch' (new): 2 concepts" in out
+    vocab_file.write_text(f"<{YSO}p3>\tuusi\n<{YSO}p2>\tarkeologia\n", encoding="utf-8")
+    code, out, _ = run(
+        capsys, "--datadir", datadir, "load-vocab", "arch", str(vocab_file), "-l", "fi"
+    )
+    assert code == 0 and "updated: 1 kept, 1 added, 1 deprecated" in out
+    code, out, _ = run(capsys, "--datadir", datadir, "list-vocabs")
+    assert code == 0
+    assert out.splitlines()[1].split()[:4] == ["arch", "3", "2", "fi"]
+
+
+def test_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, vocab_file: Path
+) -> None:
+    code, out, err = run(capsys, "--datadir", str(tmp_path), "load-vocab", "arch", str(vocab_file))
+    assert code == 1 and out == ""
+    assert err.strip().count("\n") == 0
+    assert "kuoro: error:" in err and "names no language" in err and "Traceback" not in err
+    code, _, err = run(capsys, "-v", "--datadir", str(tmp_path), "load-vocab", "x", str(vocab_file))
+    assert code == 1 and "Traceback" in err, "-v shows the traceback"
+    code, _, err = run(capsys, "--datadir", str(tmp_path), "load-vocab", "x", "missing.tsv", "-lfi")
+    assert code == 1 and "missing.tsv: no such file" in err
+
+
+def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "load-vocab")
+    assert code == 2 and "Missing argument 'NAME'" in err
+
+
+def test_projects(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, vocab_file: Path, projects_file: Path
+) -> None:
+    datadir = str(tmp_path / "data")
+    base = ["--datadir", datadir, "--projects", str(projects_file)]
+    code, out, _ = run(capsys, *base, "list-projects")
+    assert code == 0
+    assert out.splitlines()[1].split() == [
+        "arch-tfidf", "Archaeology", "TF-IDF", "tfidf", "source", "fi", "arch", "no"
+    ]  # fmt: skip
+    run(capsys, "--datadir", datadir, "load-vocab", "arch", str(vocab_file), "-l", "fi")
+    code, out, _ = run(capsys, *base, "show-project", "arch-fusion")
+    assert code == 0
+    lines = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in out.splitlines()}
+    assert lines["vocab"] == "arch (loaded)"
+    assert lines["hidden_size"] == "32"
+    assert lines["sources"] == "arch-tfidf:1"
+    assert lines["max_epochs"] == "50", "defaults are shown"
+    code, _, err = run(capsys, *base, "show-project", "nope")
+    assert code == 1 and "no project 'nope' (configured: arch-tfidf, arch-fusion)" in err
+
+
+def test_bad_project_parameter_is_an_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "projects.toml"
+    path.write_text(PROJECTS.replace("hidden_size = 32", "nodes = 32"), encoding="utf-8")
+    code, _, err = run(capsys, "--projects", str(path), "list-projects")
+    assert code == 1
+    assert "arch-fusion" in err and "'nodes'" in err and "hidden_size" in err
+
+
+def test_config_import(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg = tmp_path / "projects.cfg"
+    cfg.write_text(
+        "[yso-tfidf-fi]\nname=YSO TFIDF\nlanguage=fi\nbackend=tfidf\nvocab=yso-fi\n"
+        "analyzer=snowball(finnish)\nlimit=100\n\n"
+        "[yso-nn-fi]\nname=NN\nlanguage=fi\nbackend=nn_ensemble\nvocab=yso-fi\n"
+        "sources=yso-tfidf-fi:1\nnodes=100\nepochs=10\nlmdb_map_size=1000000\n",
+        encoding="utf-8",
+    )
+    out_path = tmp_path / "projects.toml"
+    code, _, err = run(capsys, "config", "import", str(cfg), "-o", str(out_path))
+    assert code == 0 and "lmdb_map_size" in err
+    code, out, _ = run(capsys, "--projects", str(out_path), "show-project", "yso-nn-fi")
+    assert code == 0 and "hidden_size:" in out and "max_epochs:" in out
+    code, _, err = run(capsys, "config", "import", str(cfg), "-o", str(out_path))
+    assert code == 1 and "use --force" in err
+
+
+@requires_shared_data
+def test_corpus_stats_on_real_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    datadir = str(tmp_path / "data")
+    vocab = SHARED_DATA / "archaeology" / "yso-archaeology.ttl"
+    assert run(capsys, "--datadir", datadir, "load-vocab", "arch", str(vocab), "-l", "fi")[0] == 0
+    fulltext = SHARED_DATA / "archaeology" / "fulltext"
+    tsv = SHARED_DATA / "archaeology" / "documents.tsv"
+    code, out, _ = run(
+        capsys, "--datadir", datadir, "corpus-stats", "--vocab", "arch", str(tsv), str(fulltext)
+    )
+    assert code == 0
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ")]
+    assert rows[1][1].strip() == "documents.tsv" and rows[1][2].strip() == "6,404"
+    assert rows[2][1].strip() == "fulltext" and rows[2][2].strip() == "28"
+
+
+def test_console_script_is_installed(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("kuoro")
+    result = subprocess.run(
+        [str(exe), "--datadir", str(tmp_path), "show-project", "x", "--projects", "nope.toml"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, "an option after the command's argument is a usage error"
+    result = subprocess.run(
+        [str(exe), "--projects", str(tmp_path / "nope.toml"), "list-projects"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("kuoro: error:") and "nope.toml" in result.stderr

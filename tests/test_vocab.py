@@ -1,0 +1,204 @@
+"""Vocabularies: every file format on the real data, compact storage, stable ids, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kuoro.datadir import DataDir
+from kuoro.errors import KuoroError, NotFoundError, VocabularyError
+from kuoro.vocab import Vocabulary
+from kuoro.vocab_formats import read_vocabulary
+
+from conftest import SHARED_DATA, requires_shared_data
+
+ARCH = SHARED_DATA / "archaeology"
+YSO = "http://www.yso.fi/onto/yso/"
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+@requires_shared_data
+class TestRealFormats:
+    def test_skos_turtle_and_rdfxml_agree(self) -> None:
+        ttl = read_vocabulary(ARCH / "yso-archaeology.ttl", "fi")
+        rdf = read_vocabulary(ARCH / "yso-archaeology.rdf", "fi")
+        assert len(ttl) == len(rdf) == 130
+        assert ttl.fingerprint == rdf.fingerprint
+        assert ttl.languages[0] == "fi" and set(ttl.languages) == {"fi", "sv", "en"}
+        i = ttl.id_of(f"<{YSO}p10073>")
+        assert i is not None
+        assert ttl.label(i) == "mykeneläinen kulttuuri"
+        assert ttl.label(i, "en") == "Mycenaean culture"
+        assert [ttl.uri(b) for b in ttl.broader(i)] == [rdf.uri(b) for b in rdf.broader(i)]
+        assert ttl.broader(i), "SKOS broader links are kept"
+        assert sum(1 for c in range(len(ttl)) if ttl.broader(c)) > 40
+
+    def test_skos_default_language_is_first_sorted(self) -> None:
+        vocab = read_vocabulary(ARCH / "yso-archaeology.ttl")
+        assert vocab.languages == ("en", "fi", "sv")
+
+    def test_tsv_csv_and_bom(self) -> None:
+        tsv = read_vocabulary(ARCH / "subjects.tsv", "fi")
+        csv = read_vocabulary(ARCH / "subjects.csv")
+        bom = read_vocabulary(ARCH / "subjects-bom.tsv", "fi")
+        assert len(tsv) == len(csv) == 125
+        assert tsv.fingerprint == csv.fingerprint
+        assert all(tsv.label(i) == csv.label(i) for i in range(len(tsv)))
+        assert bom.uri(0) == f"{YSO}p10073", "the byte-order mark is not part of the URI"
+        assert tsv.id_of_label("rahalöydöt") == tsv.id_of(f"{YSO}p10415")
+
+    def test_yso_finnish(self) -> None:
+        vocab = read_vocabulary(SHARED_DATA / "yso-fi" / "vocab.tsv", "fi", name="yso-fi")
+        assert len(vocab) == vocab.active_count == 35_999
+        assert vocab.label(0) == "perestroika"
+        assert vocab.id_of(f"<{YSO}p24412>") == 0
+        assert vocab.id_of(f"{YSO}no-such") is None
+
+
+class TestFormatsOnSmallFiles:
+    def test_tsv_bare_uris_and_notation(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "v.tsv", "http://ex/a\talpha\t1.2\n<http://ex/b>\tbeta\n\n")
+        vocab = read_vocabulary(path, "en")
+        assert vocab.uris == ["http://ex/a", "http://ex/b"]
+        assert vocab.notation(0) == "1.2" and vocab.notation(1) is None
+        assert vocab.label(1, "en") == "beta"
+
+    def test_csv_row_without_labels_is_deprecated(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "v.csv",
+            "uri,notation,label_fi,label_sv\nhttp://ex/a,,a,a_sv\nhttp://ex/b,,,\n",
+        )
+        vocab = read_vocabulary(path)
+        assert vocab.deprecated.tolist() == [False, True]
+        assert vocab.languages == ("fi", "sv")
+        assert vocab.id_of_label("a_sv", "sv") == 0
+
+    def test_skos_deprecated_concept(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "v.ttl",
+            "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
+            "@prefix owl: <http://www.w3.org/2002/07/owl#> .\n"
+            '<http://ex/a> a skos:Concept ; skos:prefLabel "a"@en ; skos:notation "A1" .\n'
+            '<http://ex/b> a skos:Concept ; skos:prefLabel "b"@en ; owl:deprecated true ;'
+            " skos:broader <http://ex/a> .\n",
+        )
+        vocab = read_vocabulary(path)
+        assert vocab.deprecated.tolist() == [False, True]
+        assert vocab.notation(0) == "A1"
+        assert vocab.broader(1) == (0,)
+        assert vocab.id_of_label("b") is None, "deprecated concepts are not matched by label"
+
+    @pytest.mark.parametrize(
+        ("name", "content", "language", "message"),
+        [
+            ("v.tsv", "http://ex/a alpha\n", "fi", r"v\.tsv:1: expected '<uri>\\tlabel'"),
+            ("v.tsv", "http://ex/a\talpha\n", None, r"names no language.*--language"),
+            ("v.tsv", b"http://ex/a\talpha\n\xff\xfe\tx\n", "fi", r"v\.tsv:2: invalid UTF-8"),
+            ("v.tsv", "\n\n", "fi", r"no concepts found"),
+            ("v.csv", "id,label\nx,y\n", None, r"needs a 'uri' column"),
+            ("v.ttl", "this is not turtle", None, r"cannot parse as turtle"),
+            ("v.ttl", "<http://ex/a> <http://ex/p> <http://ex/b> .\n", None, r"no skos:Concept"),
+        ],
+    )
+    def test_bad_input(
+        self, tmp_path: Path, name: str, content: str | bytes, language: str | None, message: str
+    ) -> None:
+        path = write(tmp_path / name, content)
+        with pytest.raises(VocabularyError, match=message):
+            read_vocabulary(path, language)
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        with pytest.raises(VocabularyError, match=r"nope\.tsv: no such file"):
+            read_vocabulary(tmp_path / "nope.tsv", "fi")
+
+
+def small_vocab(uris: list[str], name: str = "v") -> Vocabulary:
+    return Vocabulary(name, uris, {"en": [u.rsplit("/", 1)[-1].upper() for u in uris]})
+
+
+class TestStorage:
+    def test_round_trip_is_exact(self, tmp_path: Path) -> None:
+        vocab = Vocabulary(
+            "v",
+            ["http://ex/a", "http://ex/b", "http://ex/c"],
+            {"fi": ["ä", None, "c"], "sv": ["a", "b", ""]},
+            notations=["1", None, "3"],
+            deprecated=[False, True, False],
+            broader=[[], [0], [0, 1]],
+        )
+        vocab.save(tmp_path / "v.npz")
+        again = Vocabulary.load(tmp_path / "v.npz")
+        assert again.name == "v" and again.languages == ("fi", "sv")
+        assert list(again.uris) == list(vocab.uris)
+        assert [again.label(i) for i in range(3)] == ["ä", None, "c"]
+        assert [again.notation(i) for i in range(3)] == ["1", None, "3"]
+        assert again.deprecated.tolist() == [False, True, False]
+        assert [again.broader(i) for i in range(3)] == [(), (0,), (0, 1)]
+        assert again.fingerprint == vocab.fingerprint
+
+    def test_one_concept_with_empty_columns(self, tmp_path: Path) -> None:
+        Vocabulary("v", ["http://ex/a"], {"en": [None]}).save(tmp_path / "v.npz")
+        again = Vocabulary.load(tmp_path / "v.npz")
+        assert len(again) == 1 and again.label(0) is None and again.notation(0) is None
+
+    def test_damaged_file(self, tmp_path: Path) -> None:
+        small_vocab(["http://ex/a"]).save(tmp_path / "v.npz")
+        data = (tmp_path / "v.npz").read_bytes()
+        (tmp_path / "v.npz").write_bytes(data[: len(data) // 2])
+        with pytest.raises(VocabularyError, match="damaged vocabulary file"):
+            Vocabulary.load(tmp_path / "v.npz")
+
+    def test_not_a_pickle_reader(self, tmp_path: Path) -> None:
+        np.savez(tmp_path / "evil.npz", meta=np.array([object()], dtype=object))
+        with pytest.raises(VocabularyError, match="damaged vocabulary file"):
+            Vocabulary.load(tmp_path / "evil.npz")
+
+    def test_update_keeps_ids_stable(self) -> None:
+        old = small_vocab(["http://ex/a", "http://ex/b", "http://ex/c"])
+        new = Vocabulary(
+            "v",
+            ["http://ex/d", "http://ex/c", "http://ex/a"],
+            {"en": ["D", "C2", "A"]},
+            broader=[[1], [], [1]],
+        )
+        merged = old.updated_with(new)
+        assert list(merged.uris) == ["http://ex/a", "http://ex/b", "http://ex/c", "http://ex/d"]
+        assert merged.deprecated.tolist() == [False, True, False, False]
+        assert merged.label(2) == "C2", "labels come from the newer version"
+        assert merged.label(1) == "B", "a removed concept keeps its last label"
+        assert merged.broader(3) == (2,) and merged.broader(0) == (2,)
+        assert merged.id_of_label("B") is None
+
+    def test_duplicate_uris_rejected(self) -> None:
+        with pytest.raises(VocabularyError, match="same URI more than once"):
+            small_vocab(["http://ex/a", "http://ex/a"])
+
+    def test_unknown_language(self) -> None:
+        with pytest.raises(VocabularyError, match="no labels in language 'de'; it has: en"):
+            small_vocab(["http://ex/a"]).label(0, "de")
+
+
+class TestDataDir:
+    def test_store_then_update(self, tmp_path: Path) -> None:
+        datadir = DataDir(tmp_path)
+        _, first = datadir.store_vocabulary(small_vocab(["http://ex/a", "http://ex/b"]))
+        assert first.replaced_existing is False and first.added == 2
+        merged, update = datadir.store_vocabulary(small_vocab(["http://ex/c", "http://ex/a"]))
+        assert (update.added, update.deprecated, update.kept) == (1, 1, 1)
+        assert datadir.load_vocabulary("v").id_of("http://ex/c") == 2
+        assert datadir.vocabulary_names() == ["v"]
+        assert merged.fingerprint == datadir.load_vocabulary("v").fingerprint
+
+    def test_missing_vocabulary_names_the_fix(self, tmp_path: Path) -> None:
+        with pytest.raises(NotFoundError, match=r"'yso' is not loaded.*kuoro load-vocab yso FILE"):
+            DataDir(tmp_path).load_vocabulary("yso")
+
+    def test_names_are_checked(self, tmp_path: Path) -> None:
+        with pytest.raises(KuoroError, match=r"invalid vocabulary name '\.\./x'"):
+            DataDir(tmp_path).vocab_path("../x")
