@@ -79,8 +79,8 @@ def format_statistics(stats: Sequence[CorpusStatistics], vocab: Vocabulary) -> s
             f"| {s.mean_characters:.0f} |"
         )
     lines.append("")
+    # Skips and unknown subjects were already reported as warnings while reading.
     for s in stats:
         top = ", ".join(f"{vocab.label(i) or vocab.uri(i)} ({n})" for i, n in s.top_subjects)
-        lines.append(f"{s.path}: {s.report.summary()}")
-        lines.append(f"  most frequent subjects: {top or 'none'}")
+        lines.append(f"{s.path.name}: most frequent subjects: {top or 'none'}")
     return "\n".join(lines)

@@ -21,3 +21,11 @@ class CorpusError(KuoroError):
 
 class NotFoundError(KuoroError):
     """A named project, vocabulary or model does not exist."""
+
+
+class ModelError(KuoroError):
+    """A trained model is missing, damaged, or does not fit the current vocabulary or sources."""
+
+
+class SourceError(KuoroError):
+    """A source failed to train or suggest (e.g. a remote service is down)."""

@@ -1,0 +1,115 @@
+"""Trained models on disk: one directory per version, switched atomically, checked on load.
+
+``projects/ID/`` holds version directories and a ``CURRENT`` file naming the one in use. A new
+model is written into a fresh version directory with a ``manifest.json`` listing every file
+and its size; only when it is complete does ``CURRENT`` switch to it (an atomic rename), so a
+crash at any moment leaves the previous model loadable and no half-written one ever loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kuoro import __version__
+from kuoro.atomic import atomic_write
+from kuoro.errors import ModelError
+
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+FORMAT = "kuoro-model"
+FORMAT_VERSION = 1
+
+
+def write_model(
+    project_dir: Path, metadata: Mapping[str, Any], write_files: Callable[[Path], None]
+) -> Path:
+    """Write a new model version with ``write_files(directory)`` and make it current."""
+    project_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    version_dir = project_dir / f"v{stamp}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
+    version_dir.mkdir()
+    try:
+        write_files(version_dir)
+        files = {
+            str(p.relative_to(version_dir)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(version_dir.rglob("*"))
+            if p.is_file()
+        }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kuoro_version": __version__,
+            "python_version": platform.python_version(),
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **metadata,
+            "files": files,
+        }
+        with atomic_write(version_dir / MANIFEST) as out:
+            out.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+        _fsync_dir(version_dir)
+        with atomic_write(project_dir / CURRENT) as out:
+            out.write(version_dir.name.encode("utf-8"))
+    except BaseException:
+        shutil.rmtree(version_dir, ignore_errors=True)
+        raise
+    _remove_old_versions(project_dir, keep=version_dir.name)
+    return version_dir
+
+
+def read_model(project_dir: Path, project_id: str) -> tuple[Path, dict[str, Any]]:
+    """The current version directory and its manifest, after checking that it is complete."""
+    pointer = project_dir / CURRENT
+    if not pointer.is_file():
+        raise ModelError(
+            f"project '{project_id}' is not trained yet; train it with: kuoro train {project_id}"
+        )
+    version_dir = project_dir / pointer.read_text(encoding="utf-8").strip()
+    try:
+        manifest = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"project '{project_id}': model manifest unreadable ({exc})") from exc
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"project '{project_id}': {version_dir} is not a Kuoro model of format version "
+            f"{FORMAT_VERSION}; retrain the project"
+        )
+    for name, info in manifest["files"].items():
+        path = version_dir / name
+        size = path.stat().st_size if path.is_file() else None
+        if size != info["bytes"]:
+            found = "missing" if size is None else f"{size} bytes, expected {info['bytes']}"
+            raise ModelError(
+                f"project '{project_id}': model file {path} is damaged ({found}); "
+                "retrain the project"
+            )
+    return version_dir, manifest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_old_versions(project_dir: Path, keep: str) -> None:
+    for child in project_dir.iterdir():
+        if child.is_dir() and child.name.startswith("v") and child.name != keep:
+            shutil.rmtree(child, ignore_errors=True)
