@@ -6,48 +6,21 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from kuoro import __version__
+from kuoro.cli_context import Context, echo_table, pass_context, progress_disabled
+from kuoro.cli_indexing import eval_command, index_command, suggest_command, train_command
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
-
-if TYPE_CHECKING:
-    from kuoro.config import ProjectConfig
 
 log = logging.getLogger("kuoro")
 
 
-@dataclass
-class Context:
-    """Options of the top-level command, shared by every subcommand."""
-
-    datadir: DataDir
-    projects_path: str | None
-    verbosity: int
-
-    def projects(self) -> dict[str, ProjectConfig]:
-        from kuoro.config import find_projects_file, load_projects
-
-        return load_projects(find_projects_file(self.projects_path, Path.cwd()))
-
-    def project(self, project_id: str) -> ProjectConfig:
-        projects = self.projects()
-        if project_id not in projects:
-            from kuoro.errors import NotFoundError
-
-            known = ", ".join(projects) or "none"
-            raise NotFoundError(f"no project '{project_id}' (configured: {known})")
-        return projects[project_id]
-
-
 # Set by the group callback so that main() knows whether to show tracebacks.
 _verbosity = 0
-pass_context = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -88,11 +61,6 @@ def _configure_logging(verbosity: int) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
-
-
-def _progress_disabled(obj: Context) -> bool | None:
-    # None lets tqdm decide: a bar on a terminal, nothing in logs and pipes.
-    return True if obj.verbosity < 0 else None
 
 
 # -- vocabularies ----------------------------------------------------------------------------
@@ -139,7 +107,7 @@ def list_vocabs(obj: Context) -> None:
         vocab = obj.datadir.load_vocabulary(name)
         langs = ",".join(vocab.languages)
         rows.append((name, str(len(vocab)), str(vocab.active_count), langs, vocab.fingerprint))
-    _echo_table(rows)
+    echo_table(rows)
 
 
 # -- projects --------------------------------------------------------------------------------
@@ -154,7 +122,7 @@ def list_projects(obj: Context) -> None:
     for p in obj.projects().values():
         has_vocab = "yes" if p.vocab in loaded else "no"
         rows.append((p.project_id, p.name, p.backend, p.kind, p.language, p.vocab, has_vocab))
-    _echo_table(rows)
+    echo_table(rows)
 
 
 @cli.command("show-project")
@@ -236,16 +204,14 @@ def corpus_stats(
 
     vocab = obj.datadir.load_vocabulary(vocab_name)
     stats = [
-        corpus_statistics(path, vocab, language=language, disable_progress=_progress_disabled(obj))
+        corpus_statistics(path, vocab, language=language, disable_progress=progress_disabled(obj))
         for path in corpus
     ]
     click.echo(format_statistics(stats, vocab))
 
 
-def _echo_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+for _command in (train_command, suggest_command, index_command, eval_command):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

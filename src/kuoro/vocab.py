@@ -135,7 +135,12 @@ class Vocabulary:
     @property
     def fingerprint(self) -> str:
         """Identifies the id → URI assignment; models trained on one vocabulary check it."""
-        digest = hashlib.sha256("\n".join(self._uris).encode("utf-8"))
+        return self.prefix_fingerprint(len(self))
+
+    def prefix_fingerprint(self, size: int) -> str:
+        """The fingerprint of the first ``size`` concepts: an updated vocabulary (concepts
+        appended) keeps the fingerprint of the version a model was trained on."""
+        digest = hashlib.sha256("\n".join(self._uris[:size]).encode("utf-8"))
         return digest.hexdigest()[:16]
 
     # -- updating --------------------------------------------------------------------------
