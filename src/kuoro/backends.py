@@ -318,7 +318,11 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 "source",
                 "reads precomputed suggestions from a file",
                 _TOP_K,
-                _required_str("path", "TSV file of document id, concept URI and score"),
+                _required_str(
+                    "path",
+                    "TSV file of lines: document id, concept URI, score (a document without an "
+                    "id is looked up by its 1-based position in the corpus); read when training",
+                ),
             ),
             _backend(
                 "mean",
