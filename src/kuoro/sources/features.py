@@ -173,9 +173,8 @@ def fit_features(
             indptr.append(len(indices))
             yield document.text
 
-    bar = tqdm(corpus, desc="reading documents", unit=" docs", disable=not progress)
-    rows = features.fit_transform(texts(bar))
-    bar.close()
+    with tqdm(corpus, desc="reading documents", unit=" docs", disable=not progress) as bar:
+        rows = features.fit_transform(texts(bar))
     labels = sp.csr_matrix(
         (
             np.ones(len(indices), np.float32),

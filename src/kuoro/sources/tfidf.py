@@ -21,7 +21,7 @@ from sklearn.preprocessing import normalize
 
 from kuoro.analyzers import Analyzer
 from kuoro.corpus import Document
-from kuoro.errors import ModelError
+from kuoro.errors import CorpusError, ModelError
 from kuoro.sources.base import Source
 from kuoro.sources.features import TfidfFeatures, damaged, fit_features
 from kuoro.vocab import Vocabulary
@@ -73,6 +73,8 @@ class TfidfSource(Source):
             sublinear_tf=self.sublinear_tf,
         )
         rows, labels = fit_features(features, corpus, len(self.vocabulary), progress=progress)
+        if not labels.nnz:
+            raise CorpusError("no training document has subjects; tfidf needs some")
         # (concepts × documents) @ (documents × features): each concept's summed document vector.
         profiles = normalize(sp.csr_matrix(labels.T @ rows, dtype=np.float32))
         self.features_ = features
