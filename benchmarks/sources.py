@@ -60,6 +60,14 @@ def main() -> None:
     parser.add_argument("--train", type=Path, default=SHARED_DATA / "yso-fi/finna-titles.tsv.gz")
     parser.add_argument("--train-lines", type=int, default=0, help="only the first N documents")
     parser.add_argument("--test", type=Path, default=SHARED_DATA / "kirjastonhoitaja/test.tsv")
+    parser.add_argument(
+        "--throughput", type=Path, default=SHARED_DATA / "kirjastonhoitaja/train.tsv",
+        help="corpus for suggestion throughput",
+    )  # fmt: skip
+    parser.add_argument(
+        "--one-text", type=Path, default=SHARED_DATA / "archaeology/fulltext/385445.txt",
+        help="the text for the start-up measurement",
+    )  # fmt: skip
     parser.add_argument("--vocab", type=Path, default=SHARED_DATA / "yso-fi/vocab.tsv")
     parser.add_argument("--workdir", type=Path, default=Path("bench-work/sources"))
     parser.add_argument("--retrain", action="store_true", help="train even if a model exists")
@@ -82,7 +90,8 @@ def main() -> None:
 
     print(f"train: {args.train.name}{f' (first {args.train_lines})' if args.train_lines else ''}; "
           f"test: {args.test}; machine: {os.cpu_count()} cores", file=sys.stderr)  # fmt: skip
-    header = ["source", "train s", "train peak RSS MB", "model MB", "docs/s -j1", "docs/s -j2"]
+    header = ["source", "train s", "train peak RSS MB", "model MB", "suggest 1 text s"]
+    header += ["docs/s -j1", "docs/s -j2"]
     rows = [header + list(METRICS)]
     for name in args.sources:
         pid = f"bench-{name}"
@@ -92,14 +101,20 @@ def main() -> None:
         else:
             train_s, rss = float("nan"), float("nan")
         size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) / 1e6
-        speeds, metrics = [], {}
+        _, _, out = run([*KUORO, "eval", pid, str(args.test)], env)
+        metrics = {m: float(v) for m, v in re.findall(r"^([\w@ ()]+):\s+([\d.]+)$", out, re.M)}
+        # Start-up: one short text end to end (Python, imports, model load, suggestion).
+        first_s, _, _ = run([*KUORO, "suggest", pid, str(args.one_text)], env)
+        speeds = []
         for jobs in (1, 2):
-            _, _, out = run([*KUORO, "-v", "eval", pid, str(args.test), "-j", str(jobs)], env)
+            # Throughput over a bigger corpus: -j1 excludes the model load, -j2 includes the
+            # workers' start-up (each loads its own copy of the model).
+            _, _, out = run([*KUORO, "-v", "eval", pid, str(args.throughput), "-j", str(jobs)], env)
             speed = re.search(r"\(([\d.]+) documents/s\)", out)
             speeds.append(float(speed.group(1)) if speed else float("nan"))
-            metrics = {m: float(v) for m, v in re.findall(r"^([\w@ ()]+):\s+([\d.]+)$", out, re.M)}
         rows.append(
-            [name, f"{train_s:.0f}", f"{rss:.0f}", f"{size:.1f}", *(f"{s:.1f}" for s in speeds)]
+            [name, f"{train_s:.0f}", f"{rss:.0f}", f"{size:.1f}", f"{first_s:.1f}"]
+            + [f"{s:.1f}" for s in speeds]
             + [f"{metrics.get(m, float('nan')):.4f}" for m in METRICS]
         )
         print(f"done: {name}", file=sys.stderr, flush=True)

@@ -186,6 +186,8 @@ def eval_command(
     project = obj.open_project(project_id)
     documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
     metrics = RankingMetrics(limit=limit, threshold=threshold)
+    if jobs == 1:
+        _ = project.source  # load the model before timing; workers load their own copy
     started = time.perf_counter()
     stream = suggest_corpus(project, documents, jobs=jobs)
     for batch, rows in _with_progress(stream, "evaluating", obj.show_progress):
