@@ -214,7 +214,7 @@ def test_notes_explain_every_change(imported: Imported) -> None:
         "project 'yso-fasttext-fi': key 'chunksize = 24' has no Kuoro equivalent; dropped",
         "project 'yso-fasttext-fi': 'wordNgrams = 2' becomes 'word_ngrams = 2'",
         "project 'yso-mllm-fi': mllm becomes Kuoro's 'lexical' source, which matches labels "
-        "without a trained classifier",
+        "and ranks the matches with a small classifier learnt from the training documents",
         "project 'yso-mllm-fi': key 'min_samples = 4' has no Kuoro equivalent; dropped",
         "project 'yso-http-fi': endpoint split into endpoint = 'https://ai.finto.fi/v1' and "
         "project = 'yso-fi'",

@@ -158,9 +158,9 @@ class TestValidConfig:
 
         fasttext = projects["yso-fasttext"].params
         assert fasttext["lr"] == 1.0 and isinstance(fasttext["lr"], float)
-        assert (fasttext["loss"], fasttext["dim"], fasttext["epoch"]) == ("softmax", 100, 5)
+        assert (fasttext["loss"], fasttext["dim"], fasttext["epoch"]) == ("softmax", 100, 15)
 
-        assert projects["yso-lexical"].params == {"top_k": 200}
+        assert projects["yso-lexical"].params == {"top_k": 200, "max_train_documents": 20000}
         assert projects["yso-lexical"].analyzer == "simplemma(fi)"
         remote = projects["yso-remote"]
         assert remote.access == "hidden"
@@ -539,7 +539,7 @@ def test_project_settings_are_the_keys_backends_treat_as_project_keys() -> None:
 
 
 def test_validate_params_directly() -> None:
-    assert validate_params("p", "lexical", {}) == {"top_k": 100}
+    assert validate_params("p", "lexical", {}) == {"top_k": 100, "max_train_documents": 20000}
     with pytest.raises(ConfigError, match="'limit' is a project setting, not a backend parameter"):
         validate_params("p", "lexical", {"limit": 3})
     with pytest.raises(ConfigError, match=r"project 'p': unknown backend 'svc'\. Allowed: annif,"):

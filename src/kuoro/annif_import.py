@@ -36,10 +36,10 @@ _BACKEND_NOTES = {
     "nn_ensemble": "nn_ensemble becomes Kuoro's default fusion model 'kuoro'; "
     "use backend = 'linear' for the per-concept linear model",
     "pav": "Kuoro has no PAV backend; pav becomes the weighted mean 'mean'",
-    "mllm": "mllm becomes Kuoro's 'lexical' source, which matches labels without a trained "
-    "classifier",
-    "stwfsa": "stwfsa becomes Kuoro's 'lexical' source, which matches labels without a trained "
-    "classifier",
+    "mllm": "mllm becomes Kuoro's 'lexical' source, which matches labels and ranks the matches "
+    "with a small classifier learnt from the training documents",
+    "stwfsa": "stwfsa becomes Kuoro's 'lexical' source, which matches labels and ranks the "
+    "matches with a small classifier learnt from the training documents",
 }
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")

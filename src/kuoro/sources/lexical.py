@@ -1,0 +1,323 @@
+"""The lexical source: finds the vocabulary's labels in the text and scores each match.
+
+Labels and text pass through the same analyzer, so an inflected form matches wherever the
+analyzer maps it to the label's tokens; a compound word whose last part is a one-word label
+(Finnish "linnanrauniot" for "rauniot") counts as a weaker match. Each matched concept gets a
+few features (how often and where it occurs, how long and how ambiguous its label is, whether
+its broader or narrower concepts match too, how often its matches were right in training), and
+a logistic regression learnt from training documents turns them into a score. Until it is
+trained it uses hand-set weights, so the source works from the vocabulary alone.
+
+The label index is rebuilt from the vocabulary when a model is loaded; only the weights and
+per-concept counts are stored (as .npz, no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import zipfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from kuoro.analyzers import Analyzer
+from kuoro.corpus import Document
+from kuoro.errors import ModelError, SourceError
+from kuoro.sources.base import Source, rows_to_csr
+from kuoro.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+FEATURES = (
+    "occurrences",  # log(1 + exact matches)
+    "compound_occurrences",  # log(1 + matches as the last part of a compound word)
+    "first_position",  # where the first match is, 0 = start of the text, 1 = end
+    "spread",  # distance between the first and last match, as a fraction of the text
+    "extra_label_tokens",  # tokens in the label beyond the first
+    "ambiguity",  # log(concepts that share the matched label)
+    "overlapped",  # fraction of the matches that lie inside a longer match
+    "related_matches",  # log(1 + broader and narrower concepts that match too)
+    "text_length",  # log(1 + tokens in the text)
+    "concept_precision",  # logit of how often this concept's matches were right in training
+)
+# Weights used before training, set by hand (bias last): mostly "more matches, earlier, of a
+# longer, unambiguous label" and a mild discount for long texts, where one match means little.
+_DEFAULT_WEIGHTS = np.array([1.5, 0.7, -1.0, 0.3, 0.3, -1.0, -1.5, 0.5, -0.3, 0.0, -0.5])
+# Pseudo-counts that pull a rarely matched concept's precision towards the global rate.
+_PRIOR_STRENGTH = 2.0
+_PARENTHESES = re.compile(r"\s*\([^()]*\)\s*$")
+_MIN_HEAD_CHARS = 4  # shortest label that may end a compound word
+_MIN_MODIFIER_CHARS = 3  # shortest first part of such a compound
+_STATE_FILE = "lexical.npz"
+_STATE_FORMAT = "kuoro-lexical-1"
+_BATCH = 256
+
+
+class LabelIndex:
+    """The vocabulary's labels as token sequences, and where they occur in analyzed text."""
+
+    def __init__(self, vocabulary: Vocabulary, analyzer: Analyzer) -> None:
+        phrases: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        heads: dict[str, set[int]] = defaultdict(set)
+        for concept in range(len(vocabulary)):
+            label = vocabulary.label(concept)
+            if label is None or vocabulary.deprecated[concept]:
+                continue
+            # "kuusi (puu)": the qualifier tells senses apart; texts do not write it.
+            label = _PARENTHESES.sub("", label) or label
+            tokens = tuple(analyzer.tokens(label))
+            if not tokens:
+                continue
+            phrases[tokens].append(concept)
+            if len(tokens) == 1:
+                # Both forms, since a compound's last part is analyzed as part of a longer word.
+                for head in (tokens[0], label.lower()):
+                    if len(head) >= _MIN_HEAD_CHARS and head.isalpha():
+                        heads[head].add(concept)
+        self.phrases = {tokens: tuple(ids) for tokens, ids in phrases.items()}
+        self.heads = {head: tuple(sorted(ids)) for head, ids in heads.items()}
+        lengths: dict[str, set[int]] = defaultdict(set)
+        for tokens in self.phrases:
+            lengths[tokens[0]].add(len(tokens))
+        self.lengths = {first: tuple(sorted(n, reverse=True)) for first, n in lengths.items()}
+        self.broader = [vocabulary.broader(c) for c in range(len(vocabulary))]
+
+    def features(self, tokens: Sequence[str]) -> tuple[list[int], np.ndarray]:
+        """The matched concepts of a text's tokens and their features (without precision)."""
+        n_tokens = len(tokens)
+        spans: list[tuple[int, int, tuple[int, ...]]] = []
+        cover = [0] * n_tokens  # longest match covering each token
+        for i, token in enumerate(tokens):
+            for n in self.lengths.get(token, ()):
+                if i + n > n_tokens:
+                    continue
+                found = self.phrases.get(tuple(tokens[i : i + n]))
+                if found is not None:
+                    spans.append((i, n, found))
+                    for j in range(i, i + n):
+                        cover[j] = max(cover[j], n)
+        positions: dict[int, list[int]] = defaultdict(list)
+        overlapped: dict[int, int] = defaultdict(int)
+        ambiguity: dict[int, int] = {}
+        label_tokens: dict[int, int] = {}
+        for i, n, found in spans:
+            inside = max(cover[i : i + n]) > n
+            for concept in found:
+                positions[concept].append(i)
+                overlapped[concept] += inside
+                ambiguity[concept] = max(ambiguity.get(concept, 0), len(found))
+                label_tokens[concept] = max(label_tokens.get(concept, 0), n)
+        compounds: dict[int, list[int]] = defaultdict(list)
+        for i, token in enumerate(tokens):
+            for start in range(_MIN_MODIFIER_CHARS, len(token) - _MIN_HEAD_CHARS + 1):
+                heads = self.heads.get(token[start:])
+                if heads is not None:
+                    for concept in heads:
+                        compounds[concept].append(i)
+                    break  # the longest head only
+        concepts = sorted(positions.keys() | compounds.keys())
+        if not concepts:
+            return [], np.zeros((0, len(FEATURES)))
+        matched = set(concepts)
+        related: dict[int, int] = defaultdict(int)
+        for concept in concepts:
+            for parent in self.broader[concept]:
+                if parent in matched:
+                    related[concept] += 1
+                    related[parent] += 1
+        scale = max(n_tokens - 1, 1)
+        rows = np.zeros((len(concepts), len(FEATURES)))
+        for row, concept in zip(rows, concepts, strict=True):
+            exact = positions.get(concept, [])
+            where = exact or compounds[concept]
+            row[0] = math.log1p(len(exact))
+            row[1] = math.log1p(len(compounds.get(concept, ())))
+            row[2] = min(where) / scale
+            row[3] = (max(where) - min(where)) / scale
+            row[4] = label_tokens.get(concept, 1) - 1
+            row[5] = math.log(ambiguity.get(concept, 1))
+            row[6] = overlapped[concept] / len(exact) if exact else 0.0
+            row[7] = math.log1p(related[concept])
+            row[8] = math.log1p(n_tokens)
+        return concepts, rows
+
+
+class LexicalSource(Source):
+    """Label matching with learnt match scores; usable without training.
+
+    Labels are the vocabulary's preferred labels in its first language, which is the
+    project's language when the vocabulary was read with :func:`read_vocabulary`.
+    """
+
+    backend = "lexical"
+
+    def __init__(
+        self,
+        vocabulary: Vocabulary,
+        analyzer: Analyzer,
+        *,
+        top_k: int = 100,
+        max_train_documents: int = 20000,
+    ) -> None:
+        super().__init__(vocabulary, analyzer, top_k=top_k)
+        self.max_train_documents = max_train_documents
+        size = len(vocabulary)
+        # Learned state: feature standardisation, weights (bias last), per-concept counts.
+        self.mean_ = np.zeros(len(FEATURES))
+        self.scale_ = np.ones(len(FEATURES))
+        self.weights_ = _DEFAULT_WEIGHTS.copy()
+        self.matches_ = np.zeros(size, np.int64)
+        self.hits_ = np.zeros(size, np.int64)
+        self.base_rate_ = 0.5
+        self._index: LabelIndex | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "max_train_documents": self.max_train_documents}
+
+    @property
+    def index(self) -> LabelIndex:
+        """The label index, built from the vocabulary on first use."""
+        if self._index is None:
+            self._index = LabelIndex(self.vocabulary, self.analyzer)
+        return self._index
+
+    def fit(
+        self, corpus: Iterable[Document], *, jobs: int = 1, progress: bool = False
+    ) -> LexicalSource:
+        # Matching is pure Python and quick; `jobs` has nothing to parallelise here.
+        from sklearn.linear_model import LogisticRegression
+
+        concept_blocks: list[np.ndarray] = []
+        feature_blocks: list[np.ndarray] = []
+        gold_blocks: list[np.ndarray] = []
+        documents = tqdm(corpus, desc="lexical: matching", unit=" docs", disable=not progress)
+        used = 0
+        for document in documents:
+            if used >= self.max_train_documents:
+                break
+            if not document.subjects:
+                continue
+            used += 1
+            matched, block = self.index.features(self.analyzer.tokens(document.text))
+            if matched:
+                subjects = set(document.subjects)
+                concept_blocks.append(np.asarray(matched, np.int64))
+                feature_blocks.append(block)
+                gold_blocks.append(np.array([c in subjects for c in matched]))
+        documents.close()
+        if not used:
+            raise SourceError("lexical: no training document has subjects")
+        if not concept_blocks:
+            log.warning("lexical: no label matched in %d training documents; not trained", used)
+            return self
+        concepts = np.concatenate(concept_blocks)
+        features = np.concatenate(feature_blocks)
+        gold = np.concatenate(gold_blocks)
+        size = len(self.vocabulary)
+        self.matches_ = np.bincount(concepts, minlength=size)
+        self.hits_ = np.bincount(concepts, weights=gold, minlength=size).astype(np.int64)
+        self.base_rate_ = float(np.clip(gold.mean(), 0.01, 0.99))
+        if gold.all() or not gold.any():
+            log.warning("lexical: every match in training was %s; not trained", gold[0])
+            return self
+        # Leave each document's own matches out of its concept precision, or the feature
+        # would look more telling in training than it is on new text.
+        features[:, -1] = self._precision_logit(
+            self.hits_[concepts] - gold, self.matches_[concepts] - 1
+        )
+        self.mean_ = features.mean(axis=0)
+        self.scale_ = np.where(features.std(axis=0) > 1e-9, features.std(axis=0), 1.0)
+        model = LogisticRegression(max_iter=1000)
+        model.fit((features - self.mean_) / self.scale_, gold)
+        self.weights_ = np.append(model.coef_[0], model.intercept_[0])
+        log.info("lexical: trained on %d matches in %d documents", len(gold), used)
+        return self
+
+    def _precision_logit(self, hits: np.ndarray, matches: np.ndarray) -> np.ndarray:
+        prior = self.base_rate_ * _PRIOR_STRENGTH
+        precision = (hits + prior) / (matches + _PRIOR_STRENGTH)
+        return np.asarray(np.log(precision / (1.0 - precision)))
+
+    def suggest(
+        self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
+    ) -> sp.csr_matrix:
+        rows: list[tuple[Sequence[int], Sequence[float]]] = []
+        for text in texts:
+            concepts, features = self.index.features(self.analyzer.tokens(text))
+            if not concepts:
+                rows.append(([], []))
+                continue
+            ids = np.asarray(concepts, np.int64)
+            features[:, -1] = self._precision_logit(self.hits_[ids], self.matches_[ids])
+            logits = ((features - self.mean_) / self.scale_) @ self.weights_[:-1]
+            scores = 1.0 / (1.0 + np.exp(-(logits + self.weights_[-1])))
+            rows.append((concepts, scores.tolist()))
+        blocks = [
+            rows_to_csr(rows[start : start + _BATCH], len(self.vocabulary), self.top_k)
+            for start in range(0, len(rows), _BATCH)
+        ]
+        if not blocks:
+            return sp.csr_matrix((0, len(self.vocabulary)), dtype=np.float32)
+        return sp.csr_matrix(sp.vstack(blocks, format="csr"), dtype=np.float32)
+
+    def save_state(self, directory: Path) -> None:
+        meta = {"format": _STATE_FORMAT, "features": list(FEATURES), "base_rate": self.base_rate_}
+        np.savez_compressed(
+            directory / _STATE_FILE,
+            meta=np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
+            mean=self.mean_,
+            scale=self.scale_,
+            weights=self.weights_,
+            matches=self.matches_,
+            hits=self.hits_,
+        )
+
+    def load_state(self, directory: Path) -> None:
+        path = directory / _STATE_FILE
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(data["meta"].tobytes().decode("utf-8"))
+                arrays = {k: data[k] for k in ("mean", "scale", "weights", "matches", "hits")}
+        except FileNotFoundError:
+            raise ModelError(
+                f"lexical: model file {path} is missing; retrain the project"
+            ) from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ModelError(
+                f"lexical: model file {path} is damaged ({exc}); retrain the project"
+            ) from exc
+        n = len(FEATURES)
+        shapes = {"mean": (n,), "scale": (n,), "weights": (n + 1,)}
+        if (
+            not isinstance(meta, dict)
+            or meta.get("format") != _STATE_FORMAT
+            or meta.get("features") != list(FEATURES)
+            or not isinstance(meta.get("base_rate"), float)
+            or any(arrays[k].shape != shape for k, shape in shapes.items())
+            or not all(np.issubdtype(a.dtype, np.number) for a in arrays.values())
+            or not all(np.isfinite(arrays[k]).all() for k in shapes)
+            or arrays["matches"].shape != arrays["hits"].shape
+            or arrays["matches"].ndim != 1
+            or len(arrays["matches"]) > len(self.vocabulary)
+        ):
+            raise ModelError(
+                f"lexical: model file {path} is damaged or of another format; retrain the project"
+            )
+        # Concepts added to the vocabulary since training have no counts yet.
+        pad = len(self.vocabulary) - len(arrays["matches"])
+        self.mean_, self.scale_, self.weights_ = arrays["mean"], arrays["scale"], arrays["weights"]
+        self.matches_ = np.pad(arrays["matches"].astype(np.int64), (0, pad))
+        self.hits_ = np.pad(arrays["hits"].astype(np.int64), (0, pad))
+        self.base_rate_ = float(meta["base_rate"])
+        _ = self.index  # built now, so that the first suggestion does not wait for it
+
+
+__all__ = ["FEATURES", "LabelIndex", "LexicalSource"]
