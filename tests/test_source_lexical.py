@@ -15,6 +15,7 @@ from kuoro.model_files import read_model, write_model
 from kuoro.sources.lexical import FEATURES, LabelIndex, LexicalSource
 from kuoro.vocab import Vocabulary
 from kuoro.vocab_formats import read_vocabulary
+from source_helpers import Split, archaeology_split
 
 from conftest import SHARED_DATA, requires_shared_data
 
@@ -100,10 +101,8 @@ def test_max_train_documents_limits_training() -> None:
 
 
 @pytest.fixture(scope="module")
-def archaeology() -> tuple[Vocabulary, list[Document], list[Document]]:
-    vocab = read_vocabulary(ARCH / "yso-archaeology.ttl", "fi")
-    docs = list(Corpus(ARCH / "documents.tsv", vocab))
-    return vocab, docs[1000:], docs[:1000]
+def archaeology() -> Split:
+    return archaeology_split(1000, shuffle=False)
 
 
 def top3_hit_rate(result: sp.csr_matrix, docs: list[Document]) -> float:

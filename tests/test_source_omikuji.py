@@ -18,36 +18,18 @@ from kuoro.corpus import Corpus, Document
 from kuoro.errors import CorpusError, ModelError
 from kuoro.model_files import read_model, write_model
 from kuoro.sources.omikuji import OmikujiSource, write_training_file
-from kuoro.vocab import Vocabulary
 from kuoro.vocab_formats import read_vocabulary
+from source_helpers import Split, archaeology_split, hits_at
 
 from conftest import SHARED_DATA, requires_shared_data
 
 ARCHAEOLOGY = SHARED_DATA / "archaeology"
 YSO = SHARED_DATA / "yso-fi"
 
-Split = tuple[Vocabulary, list[Document], list[Document]]
-
-
-def hits_at(scores: sp.csr_matrix, documents: list[Document], k: int) -> float:
-    """Share of documents with a gold subject among their ``k`` best suggestions."""
-    hits = 0
-    for i, document in enumerate(documents):
-        row = scores.getrow(i)
-        best = row.indices[np.argsort(-row.data)][:k]
-        hits += bool(set(best.tolist()) & set(document.subjects))
-    return hits / len(documents)
-
 
 @pytest.fixture(scope="module")
 def archaeology() -> Split:
-    """The archaeology vocabulary and a fixed split: 500 held-out documents, the rest to train."""
-    vocabulary = read_vocabulary(ARCHAEOLOGY / "yso-archaeology.ttl", "fi")
-    documents = list(Corpus(ARCHAEOLOGY / "documents.tsv", vocabulary))
-    order = np.random.default_rng(0).permutation(len(documents))
-    held_out = [documents[i] for i in order[:500]]
-    train = [documents[i] for i in order[500:]]
-    return vocabulary, train, held_out
+    return archaeology_split(500, shuffle=True)
 
 
 @pytest.fixture(scope="module")

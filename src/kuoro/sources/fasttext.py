@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import tempfile
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -97,24 +99,35 @@ class FasttextSource(Source):
             written = self._write_training_file(corpus, train_file, progress)
             if not written:
                 raise SourceError("fasttext: no training document has both text and subjects")
-            try:
-                self.model_ = fasttext.train_supervised(
-                    input=str(train_file),
-                    loss=self.loss,
-                    dim=self.dim,
-                    lr=self.lr,
-                    epoch=self.epoch,
-                    wordNgrams=self.word_ngrams,
-                    minCount=self.min_count,
-                    thread=max(1, jobs),
-                    verbose=0,
-                )
-            except (RuntimeError, ValueError, MemoryError) as exc:
-                # Divergence shows as NaN; fastText's own advice is a lower learning rate.
-                hint = f"; try a lower lr than {self.lr}" if "NaN" in str(exc) else ""
-                raise SourceError(f"fasttext: training failed: {exc}{hint}") from exc
+            settings = self.training_settings(train_file, jobs)
+            model_file = Path(tmp) / "model.bin"
+            # fastText 0.9.3 frees state that training shares between models when any model
+            # object is destroyed; every later training in that process then diverges to NaN.
+            # A fresh process per training is immune; loading and predicting are unaffected.
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                try:
+                    pool.submit(_train_to_file, settings, str(model_file)).result()
+                except (RuntimeError, ValueError, MemoryError) as exc:
+                    # Divergence shows as NaN; fastText's own advice is a lower learning rate.
+                    hint = f"; try a lower lr than {self.lr}" if "NaN" in str(exc) else ""
+                    raise SourceError(f"fasttext: training failed: {exc}{hint}") from exc
+            self.model_ = fasttext.load_model(str(model_file))
         self._index_labels()
         return self
+
+    def training_settings(self, train_file: Path, jobs: int) -> dict[str, Any]:
+        """The arguments of ``fasttext.train_supervised`` for this source's parameters."""
+        return {
+            "input": str(train_file),
+            "loss": self.loss,
+            "dim": self.dim,
+            "lr": self.lr,
+            "epoch": self.epoch,
+            "wordNgrams": self.word_ngrams,
+            "minCount": self.min_count,
+            "thread": max(1, jobs),
+            "verbose": 0,
+        }
 
     def _write_training_file(self, corpus: Iterable[Document], path: Path, progress: bool) -> int:
         """Write one fastText line per usable document; return how many were written."""
@@ -275,3 +288,10 @@ def _sha256(path: Path) -> str:
 
 
 __all__ = ["FasttextSource"]
+
+
+def _train_to_file(settings: dict[str, Any], model_file: str) -> None:
+    """Train in a child process and save the model (see ``FasttextSource.fit`` for why)."""
+    import fasttext
+
+    fasttext.train_supervised(**settings).save_model(model_file)
