@@ -26,7 +26,7 @@ PROJECTS = {
     "tfidf": 'backend = "tfidf"\nanalyzer = "snowball(finnish)"\n',
     "omikuji": 'backend = "omikuji"\nanalyzer = "snowball(finnish)"\n',
     "fasttext": 'backend = "fasttext"\nanalyzer = "snowball(finnish)"\n',
-    "lexical": 'backend = "lexical"\nanalyzer = "snowball(finnish)"\n',
+    "lexical": 'backend = "lexical"\nanalyzer = "simplemma(fi)"\n',
 }
 METRICS = ("NDCG@10", "NDCG", "F1@5", "Precision@5", "Recall@5", "Precision@1")
 
@@ -113,7 +113,7 @@ def main() -> None:
             speed = re.search(r"\(([\d.]+) documents/s\)", out)
             speeds.append(float(speed.group(1)) if speed else float("nan"))
         rows.append(
-            [name, f"{train_s:.0f}", f"{rss:.0f}", f"{size:.1f}", f"{first_s:.1f}"]
+            [name, f"{train_s:.0f}", f"{rss:.0f}", f"{size:.3g}", f"{first_s:.1f}"]
             + [f"{s:.1f}" for s in speeds]
             + [f"{metrics.get(m, float('nan')):.4f}" for m in METRICS]
         )
