@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -19,8 +19,8 @@ from kuoro.project import Project
 
 BATCH_SIZE = 64
 
-# The project loaded once per worker process by _start_worker.
-_worker_project: Project | None = None
+# The projects loaded once per worker process by _start_worker.
+_worker_projects: list[Project] = []
 
 
 def batches(documents: Iterable[Document], size: int = BATCH_SIZE) -> Iterator[list[Document]]:
@@ -47,20 +47,42 @@ def suggest_corpus(
     spread over the workers; at most two batches per worker are in flight, so memory stays
     bounded however long the corpus is.
     """
+    for batch, (rows,) in suggest_corpus_all(
+        [project], documents, jobs=jobs, batch_size=batch_size
+    ):
+        yield batch, rows
+
+
+def suggest_corpus_all(
+    projects: Sequence[Project],
+    documents: Iterable[Document],
+    *,
+    jobs: int = 1,
+    batch_size: int = BATCH_SIZE,
+    first_ordinal: int = 1,
+) -> Iterator[tuple[list[Document], list[sp.csr_matrix]]]:
+    """Like :func:`suggest_corpus` for several projects: each batch's rows from every project.
+
+    A worker loads every project once and runs them all on each batch it is given.
+    ``first_ordinal`` is the corpus position of the first document, when the documents are
+    not the corpus from its start.
+    """
     if jobs <= 1:
-        ordinal = 1
+        ordinal = first_ordinal
         for batch in batches(documents, batch_size):
-            yield batch, project.suggest([d.text for d in batch], _ids(batch, ordinal))
+            texts, ids = [d.text for d in batch], _ids(batch, ordinal)
+            yield batch, [project.suggest(texts, ids) for project in projects]
             ordinal += len(batch)
         return
-    # A plain-dict copy of the config pickles; "spawn" keeps library thread pools out of forks.
-    config = dataclasses.replace(project.config, params=dict(project.config.params))
+    # Plain-dict copies of the configs pickle; "spawn" keeps library thread pools out of forks.
+    configs = [dataclasses.replace(p.config, params=dict(p.config.params)) for p in projects]
+    roots = [p.datadir.root for p in projects]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(config, project.datadir.root)
+        jobs, mp_context=context, initializer=_start_worker, initargs=(configs, roots)
     ) as pool:
-        pending: deque[tuple[list[Document], Future[sp.csr_matrix]]] = deque()
-        ordinal = 1
+        pending: deque[tuple[list[Document], Future[list[sp.csr_matrix]]]] = deque()
+        ordinal = first_ordinal
         for batch in batches(documents, batch_size):
             texts = [d.text for d in batch]
             pending.append((batch, pool.submit(_suggest_in_worker, texts, _ids(batch, ordinal))))
@@ -73,12 +95,14 @@ def suggest_corpus(
             yield done, future.result()
 
 
-def _start_worker(config: ProjectConfig, datadir_root: Path) -> None:
-    global _worker_project
-    _worker_project = Project(config, DataDir(datadir_root))
-    _ = _worker_project.source  # load the model now, not inside the first batch
+def _start_worker(configs: list[ProjectConfig], datadir_roots: list[Path]) -> None:
+    global _worker_projects
+    _worker_projects = [
+        Project(config, DataDir(root)) for config, root in zip(configs, datadir_roots, strict=True)
+    ]
+    for project in _worker_projects:
+        _ = project.source  # load the model now, not inside the first batch
 
 
-def _suggest_in_worker(texts: list[str], document_ids: list[str | None]) -> sp.csr_matrix:
-    assert _worker_project is not None
-    return _worker_project.suggest(texts, document_ids)
+def _suggest_in_worker(texts: list[str], document_ids: list[str | None]) -> list[sp.csr_matrix]:
+    return [project.suggest(texts, document_ids) for project in _worker_projects]
