@@ -39,7 +39,7 @@ def write_model(
     try:
         write_files(version_dir)
         files = {
-            str(p.relative_to(version_dir)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            str(p.relative_to(version_dir)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
             for p in sorted(version_dir.rglob("*"))
             if p.is_file()
         }
@@ -93,7 +93,8 @@ def read_model(project_dir: Path, project_id: str) -> tuple[Path, dict[str, Any]
     return version_dir, manifest
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -13,7 +13,6 @@ in suggesting when chunks are longer than one token (``chunk_size`` 0 or above 1
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import tempfile
@@ -29,6 +28,7 @@ from tqdm import tqdm
 from kuoro.analyzers import Analyzer
 from kuoro.corpus import Document
 from kuoro.errors import ModelError, SourceError
+from kuoro.model_files import file_sha256
 from kuoro.sources.base import Source
 from kuoro.vocab import Vocabulary
 
@@ -224,7 +224,7 @@ class FasttextSource(Source):
             raise SourceError("fasttext: the source is not trained")
         path = directory / _MODEL_FILE
         self.model_.save_model(str(path))
-        check = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        check = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
         (directory / _CHECK_FILE).write_text(json.dumps(check), encoding="utf-8")
 
     def load_state(self, directory: Path) -> None:
@@ -245,7 +245,7 @@ class FasttextSource(Source):
         if not path.is_file():
             raise ModelError(f"fasttext: model file {path} is missing; retrain the project")
         size = path.stat().st_size
-        if size != expected_size or _sha256(path) != expected_hash:
+        if size != expected_size or file_sha256(path) != expected_hash:
             raise ModelError(
                 f"fasttext: model file {path} is damaged (its size or checksum does not match "
                 f"what was written: {size} bytes, expected {expected_size}); retrain the project"
@@ -277,14 +277,6 @@ def _top_k_sparse(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     result.eliminate_zeros()
     result.sort_indices()
     return result
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 __all__ = ["FasttextSource"]

@@ -9,7 +9,6 @@ redirected while it works, so that stdout stays clean for suggestions.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ import sklearn
 from kuoro.analyzers import Analyzer
 from kuoro.corpus import Document
 from kuoro.errors import CorpusError, ModelError, SourceError
+from kuoro.model_files import file_sha256
 from kuoro.sources.base import Source, rows_to_csr
 from kuoro.sources.features import TfidfFeatures, damaged, fit_features
 from kuoro.vocab import Vocabulary
@@ -149,7 +149,7 @@ class OmikujiSource(Source):
             raise SourceError(
                 f"omikuji could not save its model into {model_dir}: {_reason(exc, output)}"
             ) from None
-        files = {p.name: _sha256(p) for p in sorted(model_dir.iterdir())}
+        files = {p.name: file_sha256(p) for p in sorted(model_dir.iterdir())}
         state = {"n_trees": self.model_.n_trees, "files": files}
         (directory / _STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
@@ -169,7 +169,7 @@ class OmikujiSource(Source):
             path = model_dir / name
             if not path.is_file():
                 raise damaged(path, "missing")
-            if _sha256(path) != digest:
+            if file_sha256(path) != digest:
                 raise damaged(path, "checksum mismatch")
         output: list[str] = []
         try:
@@ -243,11 +243,3 @@ def _reason(exc: RuntimeError, output: list[str]) -> str:
     """Omikuji's own explanation of a failure (its Python error only says that it failed)."""
     failures = [line.strip() for line in output if line.startswith("Failed")]
     return failures[-1] if failures else str(exc)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
