@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -13,3 +15,13 @@ requires_shared_data = pytest.mark.skipif(
     not SHARED_DATA.exists(),
     reason="../shared/data not found: real-data tests need the shared data beside the checkout",
 )
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import a script of ``benchmarks/`` (not a package) as a module, e.g. the generator."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

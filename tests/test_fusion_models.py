@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -33,20 +30,13 @@ from kuoro.fusion.models import (
 from kuoro.fusion.tensors import CandidateBatch, to_batch
 from kuoro.metrics import RankingMetrics
 
+from conftest import load_benchmark
+
 N_FEATURES = len(feature_names(4))
 WEIGHTS = [1.0, 0.5, 2.0, 1.5]
 
 
-def _load_synthetic() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic.py"
-    spec = importlib.util.spec_from_file_location("synthetic", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-synthetic = _load_synthetic()
+synthetic = load_benchmark("synthetic")
 
 
 @pytest.fixture(autouse=True)

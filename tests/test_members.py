@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +16,8 @@ from kuoro.fusion.losses import bce_loss, mixed_loss, training_objective
 from kuoro.fusion.members import MemberEnsemble
 from kuoro.fusion.models import KuoroFusion, LinearFusion, MeanFusion, make_optimizers
 from kuoro.fusion.tensors import CandidateBatch, to_batch
+
+from conftest import load_benchmark
 
 N_CONCEPTS = 5000
 N_FEATURES = len(feature_names(4))
@@ -34,11 +34,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def batches() -> list[CandidateBatch]:
     """Ten batches of 8 synthetic documents (about 1400 candidates each)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic.py"
-    spec = importlib.util.spec_from_file_location("synthetic", path)
-    assert spec is not None and spec.loader is not None
-    synthetic = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(synthetic)
+    synthetic = load_benchmark("synthetic")
     gold_ids, sources = next(synthetic.generate(N_CONCEPTS, 80, chunk_size=80, seed=5))
     indptr = np.concatenate([[0], np.cumsum([len(g) for g in gold_ids])])
     ids = np.concatenate(gold_ids)

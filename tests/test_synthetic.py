@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import tracemalloc
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import scipy.sparse as sp
 
+from conftest import load_benchmark
 
-def _load() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic.py"
-    spec = importlib.util.spec_from_file_location("synthetic", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-synthetic = _load()
+synthetic = load_benchmark("synthetic")
 
 
 def collect(**kwargs: int) -> tuple[list[np.ndarray], list[sp.csr_matrix]]:
