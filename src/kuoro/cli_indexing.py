@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import scipy.sparse as sp
 
     from kuoro.corpus import Document
+    from kuoro.project import Project
 
 log = logging.getLogger("kuoro")
 
@@ -50,19 +51,45 @@ threshold_option = click.option(
 )  # fmt: skip
 
 
+def _open(obj: Context, project_id: str) -> Project:
+    """The project, with every configured project at hand (a fusion project's sources)."""
+    from kuoro.project import Project
+
+    projects = obj.projects()
+    return Project(obj.project(project_id), obj.datadir, projects)
+
+
 @click.command("train")
 @click.argument("project_id")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
 @jobs_option
+@click.option(
+    "--cached/--no-cached", default=True, show_default=True,
+    help="Fusion: reuse the sources' stored suggestions while sources and corpus are unchanged.",
+)  # fmt: skip
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Fusion: where the model trains (auto: a GPU when torch sees one).",
+)  # fmt: skip
 @pass_context
-def train_command(obj: Context, project_id: str, corpus: Sequence[Path], jobs: int) -> None:
-    """Train PROJECT_ID on one or more CORPUS paths (read in sequence)."""
-    project = obj.open_project(project_id)
-    summary = project.train(list(corpus), jobs=jobs, progress=obj.show_progress)
+def train_command(
+    obj: Context, project_id: str, corpus: Sequence[Path], jobs: int, cached: bool, device: str
+) -> None:
+    """Train PROJECT_ID on one or more CORPUS paths (read in sequence).
+
+    A fusion project runs its trained sources over the corpus (once: their suggestions are
+    stored and reused) and trains its model on them.
+    """
+    project = _open(obj, project_id)
+    summary = project.train(
+        list(corpus), jobs=jobs, progress=obj.show_progress, cached=cached, device=device
+    )
     click.echo(
         f"trained '{project_id}' on {summary.documents} documents in {summary.seconds:.1f} s "
         f"-> {summary.model_dir}"
     )
+    if project.config.kind == "fusion":
+        click.echo(summary.report)
 
 
 @click.command("suggest")
@@ -78,7 +105,7 @@ def suggest_command(
 
     Prints one suggestion per line: <uri>, label, [notation,] score, tab-separated.
     """
-    project = obj.open_project(project_id)
+    project = _open(obj, project_id)
     if files:
         texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
     else:
@@ -134,7 +161,7 @@ def index_command(
     from kuoro.batch_suggest import suggest_corpus
     from kuoro.corpus import Corpus
 
-    project = obj.open_project(project_id)
+    project = _open(obj, project_id)
     corpus = Corpus(directory, None, subjects=False)
     kept = written = 0
 
@@ -183,7 +210,7 @@ def eval_command(
     from kuoro.corpus import Corpus
     from kuoro.metrics import RankingMetrics
 
-    project = obj.open_project(project_id)
+    project = _open(obj, project_id)
     documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
     metrics = RankingMetrics(limit=limit, threshold=threshold)
     if jobs == 1:

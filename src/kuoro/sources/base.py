@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,6 +19,15 @@ import scipy.sparse as sp
 from kuoro.analyzers import Analyzer
 from kuoro.corpus import Document
 from kuoro.vocab import Vocabulary
+
+
+class Suggester(Protocol):
+    """Anything that gives one sparse row of scores per text: a source, a fusion model, a
+    project."""
+
+    def suggest(
+        self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
+    ) -> sp.csr_matrix: ...
 
 
 class Source(ABC):

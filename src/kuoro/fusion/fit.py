@@ -1,0 +1,323 @@
+"""Training a fusion model on a SuggestionStore: the held-out split, the batches, the Trainer.
+
+The store holds every training document's source rows and gold; this module turns its
+documents into candidate batches, keeps a held-out split apart for early stopping (never
+trained on), and runs the Trainer. ``mean`` trains nothing but is still scored on the split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kuoro.errors import KuoroError
+from kuoro.fusion.candidates import ConceptPrior, build_candidates
+from kuoro.fusion.losses import loss_by_name, training_objective
+from kuoro.fusion.members import MemberEnsemble
+from kuoro.fusion.models import (
+    KUORO_HYPERPARAMETERS,
+    LINEAR_TRAINING,
+    create_model,
+    make_optimizers,
+)
+from kuoro.fusion.tensors import CandidateBatch, to_batch
+from kuoro.store import StoreBatch, SuggestionStore
+from kuoro.training import EarlyStopping, History, NDCGAtK, ProgressBar, Trainer
+from kuoro.training.callbacks import Callback
+
+# Bounds of a held-out split given as a fraction: enough documents for a steady nDCG, few
+# enough that validating costs little next to an epoch.
+MIN_VALIDATION, MAX_VALIDATION = 200, 5000
+MONITOR = "ndcg@10"
+# The config says "mix"; the losses module calls it "mixed".
+_LOSS_NAMES = {"mix": "mixed"}
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    """What a fit did: the split, the epochs and the held-out scores of the returned model."""
+
+    train_positions: np.ndarray  # store positions trained on
+    validation_positions: np.ndarray  # store positions held out (empty with a separate store)
+    validation_documents: int  # held-out documents scored (from either store)
+    epochs: int  # epochs run (0 for mean)
+    best_epoch: int | None  # the epoch whose weights were kept
+    metrics: dict[str, float] = field(default_factory=dict)  # of the returned model
+    prior_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def train_documents(self) -> int:
+        return len(self.train_positions)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-friendly part, for the model's metadata."""
+        return {
+            "train_documents": self.train_documents,
+            "validation_documents": self.validation_documents,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "metrics": {k: round(v, 6) for k, v in self.metrics.items()},
+        }
+
+
+def split_positions(
+    n_documents: int, validation: object, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) store positions: random, disjoint, together all documents.
+
+    A fraction becomes round(n · f) clamped to [200, 5000]; a count is taken as is. Either way
+    at most half of the documents are held out, so that most are trained on.
+    """
+    if isinstance(validation, bool) or not isinstance(validation, int | float):
+        raise ValueError(f"validation must be a fraction or a count here, not {validation!r}")
+    if isinstance(validation, int):
+        wanted = validation
+    else:
+        wanted = min(max(round(n_documents * validation), MIN_VALIDATION), MAX_VALIDATION)
+    held_out = min(wanted, n_documents // 2)
+    order = np.random.default_rng(seed).permutation(n_documents)
+    return np.sort(order[held_out:]), np.sort(order[:held_out])
+
+
+def candidate_batches(
+    store: SuggestionStore,
+    positions: np.ndarray,
+    batch_size: int,
+    prior: ConceptPrior,
+    *,
+    training: bool,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Iterator[CandidateBatch]:
+    """The documents at ``positions`` as candidate batches.
+
+    ``training``: the prior counts these documents' gold, so each candidate's own label is left
+    out of its prior feature (see ``build_candidates``).
+    """
+    for part in store.batches(batch_size, shuffle=shuffle, seed=seed, positions=positions):
+        yield _to_candidates(part, prior, store.top_k, training=training)
+
+
+def _to_candidates(
+    part: StoreBatch, prior: ConceptPrior, top_k: int, *, training: bool
+) -> CandidateBatch:
+    candidates = build_candidates(
+        part.sources, part.gold, prior, top_k=top_k, prior_counted_batch=training
+    )
+    return to_batch(candidates, np.diff(part.gold.indptr))
+
+
+class _Epoch:
+    """One epoch's training batches: reshuffled with ``seed + epoch``, so a resumed run repeats."""
+
+    def __init__(
+        self,
+        store: SuggestionStore,
+        positions: np.ndarray,
+        batch_size: int,
+        prior: ConceptPrior,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.store, self.positions, self.batch_size = store, positions, batch_size
+        self.prior, self.seed, self.device = prior, seed, device
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.positions) / self.batch_size)
+
+    def __iter__(self) -> Iterator[CandidateBatch]:
+        for batch in candidate_batches(
+            self.store,
+            self.positions,
+            self.batch_size,
+            self.prior,
+            training=True,
+            shuffle=True,
+            seed=self.seed,
+        ):
+            yield batch.to(self.device)
+
+
+def _gold_counts(store: SuggestionStore, positions: np.ndarray) -> np.ndarray:
+    """(V,) how often each concept is gold among the documents at ``positions``."""
+    counts = np.zeros(store.vocab_size, np.int64)
+    if len(positions):
+        for part in store.batches(1024, positions=positions):
+            counts += np.bincount(part.gold.indices, minlength=store.vocab_size)
+    return counts
+
+
+def build_model(
+    family: str,
+    params: Mapping[str, object],
+    n_concepts: int,
+    source_weights: Sequence[float],
+    seed: int,
+) -> nn.Module:
+    """A fresh model of ``family``; ``members`` > 1 gives a MemberEnsemble of seeds seed…"""
+    names = KUORO_HYPERPARAMETERS if family == "kuoro" else ()
+    hyper = {k: _float(params, k) for k in names if k in params}
+
+    def one(member_seed: int) -> nn.Module:
+        torch.manual_seed(member_seed)
+        return create_model(
+            family,
+            n_concepts=n_concepts,
+            n_sources=len(source_weights),
+            source_weights=source_weights,
+            **hyper,
+        )
+
+    members = _int(params, "members", 1)
+    if family == "mean" or members <= 1:
+        return one(seed)
+    return MemberEnsemble(one, seeds=[seed + i for i in range(members)])
+
+
+def _predict(model: nn.Module, batch: CandidateBatch) -> Tensor:
+    scores: Tensor = model.predict_scores(batch)  # type: ignore[operator]
+    return scores
+
+
+def evaluate(model: nn.Module, batches: Sequence[CandidateBatch]) -> dict[str, float]:
+    """The model's held-out nDCG@10 over ``batches``."""
+    metric = NDCGAtK(10)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            metric.update(_predict(model, batch), batch)  # type: ignore[arg-type]  # has labels
+    model.train(was_training)
+    return {MONITOR: metric.compute()} if batches else {}
+
+
+def fit_fusion(
+    store: SuggestionStore,
+    params: Mapping[str, object],
+    family: str,
+    source_weights: Sequence[float],
+    *,
+    seed: int,
+    progress: bool = False,
+    device: str = "cpu",
+    validation_store: SuggestionStore | None = None,
+    history_path: Path | None = None,
+) -> tuple[nn.Module, FitInfo]:
+    """Train a fusion model of ``family`` on the store's documents; the model is on the CPU.
+
+    The held-out documents are ``validation_store``'s, or a random split of ``store`` as the
+    ``validation`` parameter says; they are scored, never trained on, and not in the prior.
+    """
+    if len(store) == 0:
+        raise KuoroError(f"the suggestion store {store.path} holds no documents to train on")
+    if validation_store is not None:
+        train_positions = np.arange(len(store), dtype=np.int64)
+        held_out = np.zeros(0, np.int64)
+    else:
+        train_positions, held_out = split_positions(len(store), params["validation"], seed)
+    prior_counts = _gold_counts(store, train_positions)
+    prior = ConceptPrior.from_counts(prior_counts)
+    target = torch.device(_device(device))
+
+    val_source = validation_store or store
+    val_positions = np.arange(len(val_source)) if validation_store is not None else held_out
+    val_batches = [
+        b.to(target)
+        for b in candidate_batches(val_source, val_positions, 256, prior, training=False)
+    ]
+    torch.manual_seed(seed)
+    model = build_model(family, params, store.vocab_size, source_weights, seed).to(target)
+    epochs, best_epoch = 0, None
+    if family != "mean":
+        trainer, max_epochs, batch_size = _trainer(
+            family, model, params, val_batches, progress, history_path, seed
+        )
+        state = trainer.fit(
+            lambda epoch: _Epoch(store, train_positions, batch_size, prior, seed + epoch, target),
+            val_batches or None,
+            max_epochs=max_epochs,
+        )
+        epochs = state.epoch
+        best_epoch = state.best_epoch if state.best_epoch is not None else state.epoch
+    metrics = evaluate(model, val_batches)
+    model = model.to("cpu").eval()
+    info = FitInfo(
+        train_positions,
+        held_out,
+        len(val_positions),
+        epochs,
+        best_epoch,
+        metrics,
+        prior_counts,
+    )
+    return model, info
+
+
+def _trainer(
+    family: str,
+    model: nn.Module,
+    params: Mapping[str, object],
+    val_batches: Sequence[CandidateBatch],
+    progress: bool,
+    history_path: Path | None,
+    seed: int,
+) -> tuple[Trainer, int, int]:
+    """The Trainer for ``model``, its max_epochs and batch size."""
+    if family == "linear":
+        # Annif's ensemble: plain BCE, no weight decay, its learning rate and batch size.
+        loss_name = str(LINEAR_TRAINING["loss"])
+        weight_decay = 0.0
+    else:
+        loss_name = str(params.get("loss", "mix"))
+        weight_decay = _float(params, "weight_decay", 0.0)
+    loss = loss_by_name(_LOSS_NAMES.get(loss_name, loss_name))
+    lr = _float(params, "learning_rate")
+    optimizers = make_optimizers(model, lr, weight_decay)
+    callbacks: list[Callback] = []
+    if params.get("early_stopping", True) and val_batches:
+        patience = _int(params, "patience")
+        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=patience))
+    if history_path is not None:
+        callbacks.append(History(history_path))
+    if progress:
+        callbacks.append(ProgressBar(enabled=True))
+    trainer = Trainer(
+        model,
+        optimizers[0],
+        training_objective(loss),
+        optimizers=optimizers[1:],
+        callbacks=callbacks,
+        metrics={MONITOR: NDCGAtK(10)},
+        predict_fn=_predict,
+        seed=seed,
+    )
+    return trainer, _int(params, "max_epochs"), _int(params, "batch_size")
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KuoroError("--device cuda was asked for, but torch sees no CUDA device")
+    return name
+
+
+def _int(params: Mapping[str, object], key: str, default: int | None = None) -> int:
+    value = params.get(key, default)
+    if not isinstance(value, int):
+        raise KuoroError(f"fusion parameter '{key}' must be an integer, not {value!r}")
+    return value
+
+
+def _float(params: Mapping[str, object], key: str, default: float | None = None) -> float:
+    value = params.get(key, default)
+    if not isinstance(value, int | float):
+        raise KuoroError(f"fusion parameter '{key}' must be a number, not {value!r}")
+    return float(value)

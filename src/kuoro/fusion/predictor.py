@@ -1,0 +1,86 @@
+"""Suggesting with a trained fusion model: the sources' rows → candidates → model scores → CSR."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+
+from kuoro.fusion.candidates import ConceptPrior, build_candidates
+from kuoro.fusion.tensors import to_batch
+from kuoro.sources.base import Suggester
+
+
+class FusionPredictor:
+    """A trained fusion model with its sources: ``suggest`` like a source does.
+
+    Each row keeps the document's ``keep`` best candidates (however many the caller's
+    ``limit`` later shows), over the ``n_concepts`` the model was trained with.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Suggester],
+        model: nn.Module,
+        prior: ConceptPrior,
+        *,
+        n_concepts: int,
+        top_k: int,
+        keep: int = 100,
+    ) -> None:
+        self.sources = list(sources)
+        self.model = model.eval()
+        self.prior = prior
+        self.n_concepts = n_concepts
+        self.top_k = top_k
+        self.keep = keep
+
+    def suggest(
+        self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
+    ) -> sp.csr_matrix:
+        n = len(texts)
+        # Concepts appended to the vocabulary after training are unknown to the model.
+        rows = [
+            sp.csr_matrix(s.suggest(texts, document_ids))[:, : self.n_concepts]
+            for s in self.sources
+        ]
+        candidates = build_candidates(rows, None, self.prior, top_k=self.top_k)
+        with torch.no_grad():
+            scores: Tensor = self.model.predict_scores(to_batch(candidates))  # type: ignore[operator]
+        return top_rows(
+            candidates.documents(),
+            candidates.concepts,
+            scores.numpy().astype(np.float32),
+            n,
+            self.n_concepts,
+            self.keep,
+        )
+
+
+def top_rows(
+    documents: np.ndarray,
+    concepts: np.ndarray,
+    scores: np.ndarray,
+    n_documents: int,
+    n_concepts: int,
+    keep: int,
+) -> sp.csr_matrix:
+    """A CSR of each document's ``keep`` highest positive scores (ties: lower concept id)."""
+    positive = scores > 0
+    documents, concepts, scores = documents[positive], concepts[positive], scores[positive]
+    order = np.lexsort((concepts, -scores, documents))
+    documents, concepts, scores = documents[order], concepts[order], scores[order]
+    per_doc = np.bincount(documents, minlength=n_documents)
+    start = np.cumsum(per_doc) - per_doc
+    rank = np.arange(len(documents)) - start[documents]
+    kept = rank < keep
+    matrix = sp.csr_matrix(
+        (scores[kept], (documents[kept], concepts[kept])),
+        shape=(n_documents, n_concepts),
+        dtype=np.float32,
+    )
+    matrix.sort_indices()
+    return matrix

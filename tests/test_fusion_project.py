@@ -1,0 +1,292 @@
+"""Fusion projects end to end: train from the store, save, load, suggest and eval via the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kuoro.cli import main
+from kuoro.config import load_projects
+from kuoro.datadir import DataDir
+from kuoro.errors import KuoroError, ModelError
+from kuoro.fusion.fit import split_positions
+from kuoro.project import Project
+
+from conftest import SHARED_DATA, requires_shared_data
+
+pytestmark = requires_shared_data
+
+ARCH = SHARED_DATA / "archaeology"
+FUSION_DOCS = 1500  # the first documents train the fusion models, the rest the sources
+PROJECTS = """
+[tfidf-stem]
+language = "fi"
+vocab = "arch"
+backend = "tfidf"
+analyzer = "snowball(finnish)"
+min_df = 1
+
+[tfidf-words]
+language = "fi"
+vocab = "arch"
+backend = "tfidf"
+analyzer = "simple"
+min_df = 2
+ngram_max = 2
+sublinear_tf = false
+
+[fusion-mean]
+language = "fi"
+vocab = "arch"
+backend = "mean"
+sources = "tfidf-stem:2,tfidf-words"
+
+[fusion-kuoro]
+language = "fi"
+vocab = "arch"
+backend = "kuoro"
+sources = "tfidf-stem,tfidf-words"
+max_epochs = 4
+hidden_size = 16
+batch_size = 128
+patience = 2
+
+[fusion-linear]
+language = "fi"
+vocab = "arch"
+backend = "linear"
+sources = "tfidf-stem,tfidf-words"
+max_epochs = 2
+
+[fusion-members]
+language = "fi"
+vocab = "arch"
+backend = "kuoro"
+sources = "tfidf-stem,tfidf-words"
+max_epochs = 2
+hidden_size = 8
+members = 3
+early_stopping = false
+validation = 100
+"""
+
+
+def kuoro(work: Path, *args: str) -> list[str]:
+    return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    # The models here are tiny: on a busy machine, torch's thread pool costs more than it gives.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two trained tfidf sources and a trained kuoro fusion project."""
+    work = tmp_path_factory.mktemp("fusion")
+    (work / "projects.toml").write_text(PROJECTS, encoding="utf-8")
+    lines = (ARCH / "documents.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (work / "fusion.tsv").write_text("".join(lines[:FUSION_DOCS]), encoding="utf-8")
+    (work / "sources.tsv").write_text("".join(lines[FUSION_DOCS:]), encoding="utf-8")
+    assert (
+        main(kuoro(work, "load-vocab", "arch", str(ARCH / "yso-archaeology.ttl"), "-l", "fi")) == 0
+    )
+    for source in ("tfidf-stem", "tfidf-words"):
+        assert main(kuoro(work, "train", source, str(work / "sources.tsv"))) == 0
+    assert main(kuoro(work, "train", "fusion-kuoro", str(work / "fusion.tsv"))) == 0
+    return work
+
+
+def open_project(work: Path, project_id: str, data: DataDir | None = None) -> Project:
+    projects = load_projects(work / "projects.toml")
+    return Project(projects[project_id], data or DataDir(work / "data"), projects)
+
+
+def eval_metrics(
+    work: Path, capsys: pytest.CaptureFixture[str], project_id: str
+) -> dict[str, float]:
+    capsys.readouterr()
+    assert main(kuoro(work, "eval", project_id, str(ARCH / "fulltext"))) == 0
+    out = capsys.readouterr().out
+    return {line.split(":")[0]: float(line.split(":")[1]) for line in out.splitlines()}
+
+
+def test_eval_fusion_projects_on_full_texts(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(kuoro(workspace, "train", "fusion-mean", str(workspace / "fusion.tsv"))) == 0
+    results = {
+        pid: eval_metrics(workspace, capsys, pid)
+        for pid in ("tfidf-stem", "tfidf-words", "fusion-mean", "fusion-kuoro")
+    }
+    for pid, metrics in results.items():
+        assert metrics["Documents evaluated"] == 28, pid
+        assert 0 < metrics["NDCG@10"] <= 1, pid
+    # The two sources rank differently, so the fusion has something to combine.
+    assert results["tfidf-stem"] != results["tfidf-words"]
+    # Fusing the sources keeps what the better source finds (with slack for 28 documents).
+    best_source = max(results[s]["NDCG@10"] for s in ("tfidf-stem", "tfidf-words"))
+    assert results["fusion-mean"]["NDCG@10"] > 0.8 * best_source
+    assert results["fusion-kuoro"]["NDCG@10"] > 0.8 * best_source
+
+
+def test_trained_model_metadata_and_reload(workspace: Path) -> None:
+    project = open_project(workspace, "fusion-kuoro")
+    version = (project.model_dir / "CURRENT").read_text(encoding="utf-8")
+    manifest = (project.model_dir / version / "manifest.json").read_text(encoding="utf-8")
+    meta = json.loads(manifest)
+    assert meta["kind"] == "fusion" and meta["model"]["family"] == "kuoro"
+    assert meta["params"]["hidden_size"] == 16 and meta["params"]["max_epochs"] == 4
+    assert [s["project_id"] for s in meta["sources"]] == ["tfidf-stem", "tfidf-words"]
+    training = meta["training"]
+    assert training["documents"] == FUSION_DOCS
+    # 10 % of 1500 is below the floor of 200 held-out documents.
+    assert training["validation_documents"] == 200
+    assert training["train_documents"] == FUSION_DOCS - 200
+    assert 1 <= training["epochs"] <= 4 and 1 <= training["best_epoch"] <= training["epochs"]
+    assert 0 < training["metrics"]["ndcg@10"] <= 1
+    assert {"torch", "numpy", "python", "kuoro"} <= set(meta["libraries"])
+    assert (project.model_dir / version / "history.jsonl").is_file()
+
+    rows = project.suggest(["Kivikauden asuinpaikan kaivaukset ja löydöt"])
+    assert rows.shape == (1, len(project.vocabulary)) and 0 < rows.nnz <= 100
+    assert np.all((rows.data > 0) & (rows.data <= 1))
+    # Without the projects file, the source configurations saved with the model serve.
+    alone = Project(project.config, project.datadir).suggest(
+        ["Kivikauden asuinpaikan kaivaukset ja löydöt"]
+    )
+    assert (alone != rows).nnz == 0
+
+
+@pytest.mark.parametrize("project_id", ["fusion-linear", "fusion-members"])
+def test_linear_and_member_ensembles_train_and_reload(workspace: Path, project_id: str) -> None:
+    project = open_project(workspace, project_id)
+    summary = project.train([workspace / "fusion.tsv"], device="cpu")
+    assert summary.documents == FUSION_DOCS
+    info = project.last_fit
+    assert info is not None and info.epochs == 2
+    if project_id == "fusion-members":  # no early stopping: the last epoch's weights are kept
+        assert info.validation_documents == 100 and info.best_epoch == 2
+    else:
+        assert info.best_epoch in (1, 2)
+    # A fresh load gives what the trained project gives.
+    texts = ["Kivikauden asuinpaikan kaivaukset", "rautakauden hautalöydöt"]
+    rows = open_project(workspace, project_id).suggest(texts)
+    assert rows.shape == (2, len(project.vocabulary)) and rows.nnz > 0
+    assert (rows != project.suggest(texts)).nnz == 0
+
+
+def test_validation_corpus_path_is_held_out_whole(workspace: Path, tmp_path: Path) -> None:
+    lines = (workspace / "fusion.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "train.tsv").write_text("".join(lines[:1000]), encoding="utf-8")
+    (tmp_path / "held.tsv").write_text("".join(lines[1000:1300]), encoding="utf-8")
+    data = DataDir(tmp_path / "data")
+    shutil.copytree(workspace / "data", data.root)
+    project = open_project(workspace, "fusion-mean", data)
+    params = {**project.config.params, "validation": str(tmp_path / "held.tsv")}
+    project.config = dataclasses.replace(project.config, params=params)
+    project.train([tmp_path / "train.tsv"])
+    info = project.last_fit
+    assert info is not None and info.train_documents == 1000
+    assert info.validation_documents == 300 and len(info.validation_positions) == 0
+    assert (data.root / "projects" / "fusion-mean.validation.store").is_dir()
+
+
+def test_validation_split_is_disjoint_and_complete() -> None:
+    train, held = split_positions(1500, 0.1, seed=3)
+    assert len(held) == 200 and len(train) == 1300
+    assert not set(train) & set(held) and set(train) | set(held) == set(range(1500))
+    train, held = split_positions(300, 0.5, seed=0)
+    assert len(held) == 150  # never more than half
+    train, held = split_positions(100_000, 0.1, seed=0)
+    assert len(held) == 5000
+    train, held = split_positions(1000, 37, seed=0)
+    assert len(held) == 37 and len(train) == 963
+
+
+def test_training_never_reads_held_out_documents(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kuoro.store import SuggestionStore
+
+    data = DataDir(tmp_path / "data")
+    shutil.copytree(workspace / "data", data.root)
+    project = open_project(workspace, "fusion-kuoro", data)
+    reads: list[tuple[bool, np.ndarray]] = []
+    original = SuggestionStore.batches
+
+    def spy(self: SuggestionStore, batch_size: int, **kwargs: object):  # type: ignore[no-untyped-def]
+        for part in original(self, batch_size, **kwargs):  # type: ignore[arg-type]
+            reads.append((bool(kwargs.get("shuffle")), part.positions))
+            yield part
+
+    monkeypatch.setattr(SuggestionStore, "batches", spy)
+    project.train([workspace / "fusion.tsv"], device="cpu")
+    info = project.last_fit
+    assert info is not None
+    train, held = set(info.train_positions), set(info.validation_positions)
+    assert len(held) == 200 and not train & held and train | held == set(range(FUSION_DOCS))
+    trained_on = set(np.concatenate([p for shuffled, p in reads if shuffled]).tolist())
+    assert trained_on == train
+
+
+def test_retrained_source_makes_fusion_model_refuse(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = DataDir(tmp_path / "data")
+    shutil.copytree(workspace / "data", data.root)
+    work = tmp_path
+    shutil.copy(workspace / "projects.toml", work / "projects.toml")
+    # --cached reuse: the store is complete and matches, so the sources do not run again.
+    capsys.readouterr()
+    assert main(kuoro(work, "-v", "train", "fusion-kuoro", str(workspace / "fusion.tsv"))) == 0
+    log = capsys.readouterr().err
+    assert "reusing store" in log and "documents written" not in log
+    assert main(kuoro(work, "train", "tfidf-words", str(workspace / "sources.tsv"))) == 0
+    with pytest.raises(
+        ModelError,
+        match=r"source 'tfidf-words' was retrained after this model was trained .*; "
+        r"retrain 'fusion-kuoro'",
+    ):
+        _ = open_project(work, "fusion-kuoro", data).source
+    # Retraining notices the change and rebuilds the store.
+    capsys.readouterr()
+    assert main(kuoro(work, "-v", "train", "fusion-kuoro", str(workspace / "fusion.tsv"))) == 0
+    log = capsys.readouterr().err
+    assert "source 'tfidf-words' was retrained since the store was built" in log
+    assert open_project(work, "fusion-kuoro", data).suggest(["kivikausi"]).shape[0] == 1
+
+
+def test_untrained_source_is_named(workspace: Path, tmp_path: Path) -> None:
+    project = open_project(workspace, "fusion-mean", DataDir(tmp_path / "empty"))
+    message = (
+        r"source .tfidf-stem. of fusion project .fusion-mean. is not trained yet; train it first"
+    )
+    with pytest.raises(KuoroError, match=message + r" with: kuoro train tfidf-stem"):
+        project.train([workspace / "fusion.tsv"])
+
+
+def test_source_projects_do_not_import_torch(workspace: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from kuoro.config import load_projects; "
+        "from kuoro.datadir import DataDir; from kuoro.project import Project; "
+        "import kuoro.cli_indexing; "
+        f"w = Path({str(workspace)!r}); p = load_projects(w / 'projects.toml'); "
+        "Project(p['tfidf-stem'], DataDir(w / 'data'), p).suggest(['kivikausi']); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
