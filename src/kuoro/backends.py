@@ -433,3 +433,19 @@ def validate_params(project_id: str, backend: str, raw: Mapping[str, object]) ->
         except ValueError as exc:
             raise ConfigError(f"{where}: parameter '{name}' {exc}") from None
     return params
+
+
+def parameter_table() -> str:
+    """Every backend's parameters as one Markdown table (the README's reference)."""
+    lines = [
+        "| backend | parameter | default | allowed | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for backend in BACKENDS.values():
+        for spec in backend.params.values():
+            default = "required" if spec.required else f"`{show_value(spec.default)}`"
+            lines.append(
+                f"| `{backend.name}` ({backend.kind}) | `{spec.name}` | {default} "
+                f"| {spec.describe()} | {spec.help} |"
+            )
+    return "\n".join(lines)
