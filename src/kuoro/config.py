@@ -18,6 +18,7 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
+from kuoro.analyzers import analyzer_languages
 from kuoro.backends import ANNIF_BACKENDS, BACKENDS, ParamSpec, show_value, validate_params
 from kuoro.errors import ConfigError, NotFoundError
 
@@ -78,6 +79,11 @@ def parse_analyzer(spec: str) -> tuple[str, str | None]:
     if name != "simple" and arg is None:
         example = "snowball(finnish)" if name == "snowball" else "simplemma(fi)"
         raise ConfigError(f"analyzer '{name}' needs a language, e.g. '{example}'")
+    supported = analyzer_languages(name)
+    if supported and arg not in supported:
+        raise ConfigError(
+            f"analyzer '{name}' does not support language '{arg}'. Allowed: {', '.join(supported)}"
+        )
     return name, arg
 
 
