@@ -260,11 +260,7 @@ class Project:
         info: Any,
         seconds: float,
     ) -> dict[str, Any]:
-        import platform
-
         import torch
-
-        from kuoro import __version__
 
         return {
             "project_id": self.project_id,
@@ -295,12 +291,8 @@ class Project:
                 "seconds": round(seconds, 3),
                 **info.summary(),
             },
-            "libraries": {
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "python": platform.python_version(),
-                "kuoro": __version__,
-            },
+            # Kuoro's and Python's versions are in every manifest already (model_files).
+            "libraries": {"torch": torch.__version__, "numpy": np.__version__},
         }
 
     def _load_fusion(self, version_dir: Path, manifest: dict[str, Any]) -> FusionPredictor:
