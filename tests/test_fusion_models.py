@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -32,20 +31,13 @@ from kuoro.metrics import RankingMetrics
 
 from conftest import load_benchmark
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 N_FEATURES = len(feature_names(4))
 WEIGHTS = [1.0, 0.5, 2.0, 1.5]
 
 
 synthetic = load_benchmark("synthetic")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Timings and speed on a shared 2-core machine are steadier on one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def gold_csr(gold: list[np.ndarray], n_concepts: int) -> sp.csr_matrix:

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from kuoro.project import Project
 
 from conftest import SHARED_DATA, requires_shared_data
 
-pytestmark = requires_shared_data
+pytestmark = [requires_shared_data, pytest.mark.usefixtures("torch_one_thread")]
 
 ARCH = SHARED_DATA / "archaeology"
 FUSION_DOCS = 1500  # the first documents train the fusion models, the rest the sources
@@ -81,17 +80,6 @@ validation = 100
 
 def kuoro(work: Path, *args: str) -> list[str]:
     return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # The models here are tiny: on a busy machine, torch's thread pool costs more than it gives.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

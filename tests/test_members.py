@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -19,16 +18,10 @@ from kuoro.fusion.tensors import CandidateBatch, to_batch
 
 from conftest import load_benchmark
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 N_CONCEPTS = 5000
 N_FEATURES = len(feature_names(4))
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

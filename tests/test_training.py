@@ -34,16 +34,9 @@ from kuoro.training import (
 
 from conftest import load_benchmark
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 synthetic = load_benchmark("synthetic")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tensors here are tiny: on a busy machine, torch's thread pool costs 10-30x the work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 Batch = tuple[Tensor, Tensor]
