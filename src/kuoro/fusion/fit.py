@@ -209,11 +209,13 @@ def fit_fusion(
     device: str = "cpu",
     validation_store: SuggestionStore | None = None,
     history_path: Path | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[nn.Module, FitInfo]:
     """Train a fusion model of ``family`` on the store's documents; the model is on the CPU.
 
     The held-out documents are ``validation_store``'s, or a random split of ``store`` as the
     ``validation`` parameter says; they are scored, never trained on, and not in the prior.
+    ``callbacks`` run after the built-in ones (early stopping, history, progress bar).
     """
     if len(store) == 0:
         raise KuoroError(f"the suggestion store {store.path} holds no documents to train on")
@@ -237,7 +239,7 @@ def fit_fusion(
     epochs, best_epoch = 0, None
     if family != "mean":
         trainer, max_epochs, batch_size = _trainer(
-            family, model, params, val_batches, progress, history_path, seed
+            family, model, params, val_batches, progress, history_path, seed, callbacks
         )
         state = trainer.fit(
             lambda epoch: _Epoch(store, train_positions, batch_size, prior, seed + epoch, target),
@@ -268,6 +270,7 @@ def _trainer(
     progress: bool,
     history_path: Path | None,
     seed: int,
+    extra_callbacks: Sequence[Callback] = (),
 ) -> tuple[Trainer, int, int]:
     """The Trainer for ``model``, its max_epochs and batch size."""
     if family == "linear":
@@ -288,6 +291,7 @@ def _trainer(
         callbacks.append(History(history_path))
     if progress:
         callbacks.append(ProgressBar(enabled=True))
+    callbacks.extend(extra_callbacks)
     trainer = Trainer(
         model,
         optimizers[0],
