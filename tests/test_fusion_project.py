@@ -279,3 +279,78 @@ def test_source_projects_do_not_import_torch(workspace: Path) -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _copied_workspace(workspace: Path, tmp_path: Path) -> Path:
+    """A copy of the workspace that a test may change (learning replaces the current model)."""
+    shutil.copytree(workspace / "data", tmp_path / "data")
+    shutil.copy(workspace / "projects.toml", tmp_path / "projects.toml")
+    return tmp_path
+
+
+def trained_version(project: Project) -> str:
+    return (project.model_dir / "CURRENT").read_text(encoding="utf-8").strip()
+
+
+def _manifest(project: Project) -> dict[str, object]:
+    version = trained_version(project)
+    manifest: dict[str, object] = json.loads(
+        (project.model_dir / version / "manifest.json").read_text(encoding="utf-8")
+    )
+    return manifest
+
+
+def test_learn_replays_the_training_store_and_never_loses_held_out_quality(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = _copied_workspace(workspace, tmp_path)
+    lines = (workspace / "sources.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (work / "new.tsv").write_text("".join(lines[:300]), encoding="utf-8")
+    before = open_project(work, "fusion-kuoro")
+    trained = _manifest(before)["training"]
+    assert isinstance(trained, dict)
+    with np.load(before.model_dir / trained_version(before) / "prior.npz") as prior:
+        counts_before = prior["counts"]
+
+    capsys.readouterr()
+    assert main(kuoro(work, "learn", "fusion-kuoro", str(work / "new.tsv"))) == 0
+    assert "learnt from 300 documents" in capsys.readouterr().out
+    after = open_project(work, "fusion-kuoro")
+    training = _manifest(after)["training"]
+    assert isinstance(training, dict)
+    (learnt,) = training["learnt"]
+    assert learnt["documents"] == 300 and learnt["replayed"] is True
+    # The original training documents were replayed beside the new ones, held out the same.
+    assert learnt["train_documents"] == trained["train_documents"] + 300
+    assert learnt["validation_documents"] == trained["validation_documents"]
+    # Scored on the same held-out documents, the learnt model is never worse than before.
+    assert learnt["metrics"]["ndcg@10"] >= trained["metrics"]["ndcg@10"] - 1e-6
+    with np.load(after.model_dir / trained_version(after) / "prior.npz") as prior:
+        added = prior["counts"] - counts_before
+    new_gold = sum(len(line.split("\t")[1].split()) for line in lines[:300])
+    assert added.min() >= 0 and 0 < added.sum() <= new_gold
+    assert after.suggest(["Kivikauden asuinpaikan kaivaukset"]).nnz > 0
+
+
+def test_learn_without_the_training_store_uses_the_new_documents_alone(
+    workspace: Path, tmp_path: Path
+) -> None:
+    work = _copied_workspace(workspace, tmp_path)
+    lines = (workspace / "sources.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (work / "new.tsv").write_text("".join(lines[:400]), encoding="utf-8")
+    project = open_project(work, "fusion-kuoro")
+    shutil.rmtree(project.store_path)
+    project.learn([work / "new.tsv"])
+    info = project.last_fit
+    assert info is not None
+    # 10 % of 400 is below the floor of 200; at most half the documents are held out.
+    assert info.validation_documents == 200 and info.train_documents == 200
+    (learnt,) = _manifest(open_project(work, "fusion-kuoro"))["training"]["learnt"]  # type: ignore[index]
+    assert learnt["replayed"] is False
+
+
+def test_learn_is_refused_where_there_is_nothing_to_update(workspace: Path) -> None:
+    with pytest.raises(KuoroError, match=r"'tfidf-stem' \(backend 'tfidf'\) does not support"):
+        open_project(workspace, "tfidf-stem").learn([workspace / "fusion.tsv"])
+    with pytest.raises(KuoroError, match=r"'fusion-mean' \(backend 'mean'\) learns nothing"):
+        open_project(workspace, "fusion-mean").learn([workspace / "fusion.tsv"])

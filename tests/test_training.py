@@ -266,6 +266,7 @@ def test_same_seed_gives_identical_weights() -> None:
 
 def fit_scripted(values: list[float], **early: Any) -> tuple[TrainingState, Snapshots, nn.Module]:
     data = separable(n=64)
+    torch.manual_seed(0)
     model = nn.Linear(6, 1)
     snapshots = Snapshots()
     trainer = Trainer(
@@ -304,6 +305,18 @@ def test_early_stopping_min_delta_and_patience_zero() -> None:
     assert same(weights(model), snapshots.at[2])
     state, _, _ = fit_scripted([3.0, 2.0, 2.5, 1.0, 0.5], mode="min", patience=2)
     assert (state.epoch, state.best_epoch) == (5, 5)  # improved again before patience ran out
+
+
+def test_early_stopping_baseline_keeps_the_starting_weights_unless_beaten() -> None:
+    torch.manual_seed(0)
+    start = weights(nn.Linear(6, 1))  # what fit_scripted's model starts from
+    state, snapshots, model = fit_scripted([0.5, 0.6, 0.55], mode="max", patience=2, baseline=0.7)
+    # No epoch beat the baseline: training stopped after patience, the start came back.
+    assert (state.epoch, state.best_epoch, state.best_value) == (2, 0, 0.7)
+    assert not same(snapshots.at[2], start) and same(weights(model), start)
+    state, snapshots, model = fit_scripted([0.5, 0.8, 0.6], mode="max", patience=2, baseline=0.7)
+    assert (state.best_epoch, state.best_value) == (2, 0.8)
+    assert same(weights(model), snapshots.at[2])
 
 
 def test_early_stopping_on_a_missing_value_names_the_available_ones() -> None:

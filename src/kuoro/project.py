@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,7 +10,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import scipy.sparse as sp
 
 from kuoro.analyzers import Analyzer, make_analyzer
@@ -28,7 +25,6 @@ from kuoro.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from kuoro.fusion.fit import FitInfo
-    from kuoro.fusion.predictor import FusionPredictor
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +114,11 @@ class Project:
         reused while they and the corpora are unchanged when ``cached``, and trains on it.
         """
         if self.config.kind == "fusion":
-            return self._train_fusion(corpus_paths, jobs, progress, cached, device)
+            from kuoro.fusion_project import train_fusion
+
+            return train_fusion(
+                self, corpus_paths, jobs=jobs, progress=progress, cached=cached, device=device
+            )
         source = self.new_source()
         corpus = Corpus(corpus_paths, self.vocabulary, language=self.config.language)
         started = time.perf_counter()
@@ -152,210 +152,28 @@ class Project:
 
     # -- fusion projects -------------------------------------------------------------------
 
-    def source_projects(self) -> list[Project]:
-        """A fusion project's sources, as configured now."""
-        if self.projects is None:
-            raise KuoroError(
-                f"fusion project '{self.project_id}' needs the configuration of its sources"
-            )
-        return [Project(self.projects[ref.project_id], self.datadir) for ref in self.config.sources]
-
     @property
     def store_path(self) -> Path:
         """Where a fusion project keeps its sources' suggestions for the training corpus."""
         return self.model_dir.parent / f"{self.project_id}.store"
 
-    def _train_fusion(
-        self, corpus_paths: Sequence[Path], jobs: int, progress: bool, cached: bool, device: str
-    ) -> TrainingSummary:
-        from kuoro.fusion.fit import fit_fusion
-        from kuoro.store_builder import build_store, model_fingerprint
-
-        sources = self.source_projects()
-        for source in sources:
-            if not source.is_trained:
-                raise KuoroError(
-                    f"source '{source.project_id}' of fusion project '{self.project_id}' is not "
-                    f"trained yet; train it first with: kuoro train {source.project_id}"
-                )
-        params = dict(self.config.params)
-        started = time.perf_counter()
-
-        def store_for(path: Path, corpus: Sequence[Path]) -> Any:
-            return build_store(
-                path,
-                sources,
-                corpus,
-                vocabulary=self.vocabulary,
-                language=self.config.language,
-                jobs=jobs,
-                cached=cached,
-                progress=progress,
-            )
-
-        validation = params.get("validation")
-        with (
-            store_for(self.store_path, corpus_paths) as store,
-            tempfile.TemporaryDirectory(prefix=f"kuoro-{self.project_id}-") as scratch,
-        ):
-            held_out = None
-            if isinstance(validation, str):
-                held_out = store_for(
-                    self.store_path.with_suffix(".validation.store"), [Path(validation)]
-                )
-            try:
-                log.info("training fusion model '%s' on %d documents", self.project_id, len(store))
-                model, info = fit_fusion(
-                    store,
-                    params,
-                    self.config.backend,
-                    [ref.weight for ref in self.config.sources],
-                    seed=int(params.get("seed", 0)),  # type: ignore[call-overload]
-                    progress=progress,
-                    device=device,
-                    validation_store=held_out,
-                    history_path=Path(scratch) / "history.jsonl",
-                )
-            finally:
-                if held_out is not None:
-                    held_out.close()
-            self.last_fit = info
-            seconds = time.perf_counter() - started
-            metadata = self._fusion_metadata(
-                sources, [model_fingerprint(s) for s in sources], corpus_paths, store, info, seconds
-            )
-            metadata["model"] = {
-                "family": self.config.backend,
-                "n_concepts": store.vocab_size,
-                "top_k": store.top_k,
-                "members": int(params.get("members", 1)),  # type: ignore[call-overload]
-            }
-            history = Path(scratch) / "history.jsonl"
-
-            def write_files(directory: Path) -> None:
-                import torch
-
-                torch.save(model.state_dict(), directory / "model.pt")
-                np.savez(directory / "prior.npz", counts=info.prior_counts)
-                if history.is_file():
-                    shutil.copyfile(history, directory / "history.jsonl")
-
-            model_dir = write_model(self.model_dir, metadata, write_files)
-            documents = len(store)
-        self.__dict__.pop("source", None)
-        report = (
-            f"{info.train_documents} training and {info.validation_documents} held-out "
-            f"documents; {info.epochs} epochs, best {info.best_epoch}; "
-            + ", ".join(f"{k} {v:.4f}" for k, v in info.metrics.items())
-        )
-        log.info("%s", report)
-        return TrainingSummary(documents, seconds, model_dir, report)
-
-    def _fusion_metadata(
+    def learn(
         self,
-        sources: Sequence[Project],
-        fingerprints: Sequence[str],
         corpus_paths: Sequence[Path],
-        store: Any,
-        info: Any,
-        seconds: float,
-    ) -> dict[str, Any]:
-        import torch
-
-        return {
-            "project_id": self.project_id,
-            "kind": "fusion",
-            "backend": self.config.backend,
-            "params": dict(self.config.params),
-            "language": self.config.language,
-            "vocabulary": {
-                "name": self.vocabulary.name,
-                "size": len(self.vocabulary),
-                "fingerprint": self.vocabulary.fingerprint,
-            },
-            "sources": [
-                {
-                    "project_id": ref.project_id,
-                    "weight": ref.weight,
-                    "fingerprint": fingerprint,
-                    "config": _config_dict(source.config),
-                }
-                for ref, source, fingerprint in zip(
-                    self.config.sources, sources, fingerprints, strict=True
-                )
-            ],
-            "training": {
-                "corpus": [str(p) for p in corpus_paths],
-                "documents": len(store),
-                "store": str(store.path),
-                "seconds": round(seconds, 3),
-                **info.summary(),
-            },
-            # Kuoro's and Python's versions are in every manifest already (model_files).
-            "libraries": {"torch": torch.__version__, "numpy": np.__version__},
-        }
-
-    def _load_fusion(self, version_dir: Path, manifest: dict[str, Any]) -> FusionPredictor:
-        import torch
-
-        from kuoro.fusion.candidates import ConceptPrior
-        from kuoro.fusion.fit import build_model
-        from kuoro.fusion.predictor import FusionPredictor
-        from kuoro.store_builder import model_fingerprint
-
-        pid = self.project_id
-        trained = manifest["sources"]
-        trained_ids = [s["project_id"] for s in trained]
-        configured = [ref.project_id for ref in self.config.sources]
-        if trained_ids != configured:
-            raise ModelError(
-                f"project '{pid}' was trained with sources {', '.join(trained_ids)} but is "
-                f"configured with {', '.join(configured)}; retrain '{pid}'"
+        *,
+        jobs: int = 1,
+        progress: bool = False,
+        device: str = "auto",
+    ) -> TrainingSummary:
+        """Update the trained model with new documents (fusion projects; see fusion_project)."""
+        if self.config.kind != "fusion":
+            raise KuoroError(
+                f"project '{self.project_id}' (backend '{self.config.backend}') does not support "
+                f"learning; retrain it with: kuoro train {self.project_id}"
             )
-        sources = []
-        for saved in trained:
-            sid = saved["project_id"]
-            if self.projects is not None and sid in self.projects:
-                config = self.projects[sid]
-            else:
-                config = _config_from_dict(saved["config"])
-            source = Project(config, self.datadir)
-            if not source.is_trained:
-                raise ModelError(
-                    f"source '{sid}' of project '{pid}' is not trained; train it with: "
-                    f"kuoro train {sid}, then retrain '{pid}'"
-                )
-            if model_fingerprint(source) != saved["fingerprint"]:
-                raise ModelError(
-                    f"source '{sid}' was retrained after this model was trained (or its top_k "
-                    f"changed); retrain '{pid}'"
-                )
-            sources.append(source)
-        spec = manifest["model"]
-        try:
-            model = build_model(
-                spec["family"],
-                manifest["params"],
-                int(spec["n_concepts"]),
-                [s["weight"] for s in trained],
-                seed=0,
-            )
-            state = torch.load(version_dir / "model.pt", map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-            with np.load(version_dir / "prior.npz", allow_pickle=False) as prior:
-                counts = prior["counts"]
-        except Exception as exc:  # a damaged file, or one written by an incompatible version
-            raise ModelError(
-                f"project '{pid}': cannot load the fusion model in {version_dir}: {exc}; "
-                f"retrain '{pid}'"
-            ) from exc
-        return FusionPredictor(
-            sources,
-            model,
-            ConceptPrior.from_counts(counts),
-            n_concepts=int(spec["n_concepts"]),
-            top_k=int(spec["top_k"]),
-        )
+        from kuoro.fusion_project import learn_fusion
+
+        return learn_fusion(self, corpus_paths, jobs=jobs, progress=progress, device=device)
 
     # -- loading and suggesting ------------------------------------------------------------
 
@@ -369,7 +187,9 @@ class Project:
         version_dir, manifest = read_model(self.model_dir, self.project_id)
         self._check_manifest(manifest)
         if self.config.kind == "fusion":
-            return self._load_fusion(version_dir, manifest)
+            from kuoro.fusion_project import load_fusion
+
+            return load_fusion(self, version_dir, manifest)
         # The model is what was trained: its analyzer and learnt-state parameters win over a
         # configuration edited since, which only takes effect after retraining.
         params = dict(manifest["params"])
@@ -442,23 +262,3 @@ class Project:
             )
             for i, s in zip(ids, scores, strict=True)
         ]
-
-
-def _config_dict(config: ProjectConfig) -> dict[str, Any]:
-    """A source project's configuration as JSON, saved with a fusion model that uses it."""
-    return {
-        "project_id": config.project_id,
-        "name": config.name,
-        "language": config.language,
-        "vocab": config.vocab,
-        "backend": config.backend,
-        "analyzer": config.analyzer,
-        "limit": config.limit,
-        "access": config.access,
-        "allow_learn": config.allow_learn,
-        "params": dict(config.params),
-    }
-
-
-def _config_from_dict(data: Mapping[str, Any]) -> ProjectConfig:
-    return ProjectConfig(**{**data, "params": dict(data["params"]), "sources": ()})

@@ -44,17 +44,14 @@ _LOSS_NAMES = {"mix": "mixed"}
 class FitInfo:
     """What a fit did: the split, the epochs and the held-out scores of the returned model."""
 
-    train_positions: np.ndarray  # store positions trained on
-    validation_positions: np.ndarray  # store positions held out (empty with a separate store)
+    train_positions: np.ndarray  # positions trained on in the (first) training store
+    validation_positions: np.ndarray  # its positions held out (empty with a separate store)
     validation_documents: int  # held-out documents scored (from either store)
     epochs: int  # epochs run (0 for mean)
-    best_epoch: int | None  # the epoch whose weights were kept
+    best_epoch: int | None  # the epoch whose weights were kept (0: those it started with)
     metrics: dict[str, float] = field(default_factory=dict)  # of the returned model
     prior_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    @property
-    def train_documents(self) -> int:
-        return len(self.train_positions)
+    train_documents: int = 0  # documents trained on, over every training store
 
     def summary(self) -> dict[str, Any]:
         """The JSON-friendly part, for the model's metadata."""
@@ -114,43 +111,63 @@ def _to_candidates(
     return to_batch(candidates, np.diff(part.gold.indptr))
 
 
+@dataclass(frozen=True)
+class StorePart:
+    """Some documents of a store: those at ``positions``."""
+
+    store: SuggestionStore
+    positions: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
 class _Epoch:
-    """One epoch's training batches: reshuffled with ``seed + epoch``, so a resumed run repeats."""
+    """One epoch's training batches from one or more store parts, shuffled with
+    ``seed + epoch`` (so a resumed run repeats) and interleaved at random between parts."""
 
     def __init__(
         self,
-        store: SuggestionStore,
-        positions: np.ndarray,
+        parts: Sequence[StorePart],
         batch_size: int,
         prior: ConceptPrior,
         seed: int,
         device: torch.device,
     ) -> None:
-        self.store, self.positions, self.batch_size = store, positions, batch_size
-        self.prior, self.seed, self.device = prior, seed, device
+        self.parts = [part for part in parts if len(part)]
+        self.batch_size, self.prior, self.seed, self.device = batch_size, prior, seed, device
+
+    def _lengths(self) -> list[int]:
+        return [math.ceil(len(part) / self.batch_size) for part in self.parts]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.positions) / self.batch_size)
+        return sum(self._lengths())
 
     def __iter__(self) -> Iterator[CandidateBatch]:
-        for batch in candidate_batches(
-            self.store,
-            self.positions,
-            self.batch_size,
-            self.prior,
-            training=True,
-            shuffle=True,
-            seed=self.seed,
-        ):
-            yield batch.to(self.device)
+        streams = [
+            candidate_batches(
+                part.store,
+                part.positions,
+                self.batch_size,
+                self.prior,
+                training=True,
+                shuffle=True,
+                seed=self.seed,
+            )
+            for part in self.parts
+        ]
+        order = np.repeat(np.arange(len(streams)), self._lengths())
+        np.random.default_rng(self.seed).shuffle(order)
+        for index in order:
+            yield next(streams[index]).to(self.device)
 
 
-def _gold_counts(store: SuggestionStore, positions: np.ndarray) -> np.ndarray:
-    """(V,) how often each concept is gold among the documents at ``positions``."""
-    counts = np.zeros(store.vocab_size, np.int64)
-    if len(positions):
-        for part in store.batches(1024, positions=positions):
-            counts += np.bincount(part.gold.indices, minlength=store.vocab_size)
+def gold_counts(part: StorePart) -> np.ndarray:
+    """(V,) how often each concept is gold among the part's documents."""
+    counts = np.zeros(part.store.vocab_size, np.int64)
+    if len(part):
+        for batch in part.store.batches(1024, positions=part.positions):
+            counts += np.bincount(batch.gold.indices, minlength=part.store.vocab_size)
     return counts
 
 
@@ -220,29 +237,72 @@ def fit_fusion(
     if len(store) == 0:
         raise KuoroError(f"the suggestion store {store.path} holds no documents to train on")
     if validation_store is not None:
-        train_positions = np.arange(len(store), dtype=np.int64)
-        held_out = np.zeros(0, np.int64)
+        train = StorePart(store, np.arange(len(store), dtype=np.int64))
+        held_out = StorePart(validation_store, np.arange(len(validation_store), dtype=np.int64))
     else:
-        train_positions, held_out = split_positions(len(store), params["validation"], seed)
-    prior_counts = _gold_counts(store, train_positions)
+        train_positions, held_positions = split_positions(len(store), params["validation"], seed)
+        train, held_out = StorePart(store, train_positions), StorePart(store, held_positions)
+    torch.manual_seed(seed)
+    model = build_model(family, params, store.vocab_size, source_weights, seed)
+    return train_fusion_model(
+        model,
+        family,
+        params,
+        [train],
+        held_out,
+        gold_counts(train),
+        seed=seed,
+        progress=progress,
+        device=device,
+        history_path=history_path,
+        callbacks=callbacks,
+    )
+
+
+def train_fusion_model(
+    model: nn.Module,
+    family: str,
+    params: Mapping[str, object],
+    train: Sequence[StorePart],
+    held_out: StorePart,
+    prior_counts: np.ndarray,
+    *,
+    seed: int,
+    progress: bool = False,
+    device: str = "cpu",
+    history_path: Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    must_improve: bool = False,
+) -> tuple[nn.Module, FitInfo]:
+    """Train ``model`` (fresh or already trained) on the ``train`` parts; it ends on the CPU.
+
+    ``held_out`` documents choose the epoch to keep; ``prior_counts`` is the concept prior the
+    model reads, counted on the training documents. ``must_improve``: the model as given is
+    scored first, and kept unless an epoch beats it on the held-out documents (``learn``).
+    """
     prior = ConceptPrior.from_counts(prior_counts)
     target = torch.device(_device(device))
-
-    val_source = validation_store or store
-    val_positions = np.arange(len(val_source)) if validation_store is not None else held_out
     val_batches = [
         b.to(target)
-        for b in candidate_batches(val_source, val_positions, 256, prior, training=False)
+        for b in candidate_batches(held_out.store, held_out.positions, 256, prior, training=False)
     ]
-    torch.manual_seed(seed)
-    model = build_model(family, params, store.vocab_size, source_weights, seed).to(target)
+    model = model.to(target)
+    baseline = evaluate(model, val_batches).get(MONITOR) if must_improve else None
     epochs, best_epoch = 0, None
     if family != "mean":
         trainer, max_epochs, batch_size = _trainer(
-            family, model, params, val_batches, progress, history_path, seed, callbacks
+            family,
+            model,
+            params,
+            val_batches,
+            progress,
+            history_path,
+            seed,
+            callbacks,
+            baseline=baseline,
         )
         state = trainer.fit(
-            lambda epoch: _Epoch(store, train_positions, batch_size, prior, seed + epoch, target),
+            lambda epoch: _Epoch(train, batch_size, prior, seed + epoch, target),
             val_batches or None,
             max_epochs=max_epochs,
         )
@@ -250,14 +310,17 @@ def fit_fusion(
         best_epoch = state.best_epoch if state.best_epoch is not None else state.epoch
     metrics = evaluate(model, val_batches)
     model = model.to("cpu").eval()
+    first = train[0] if train else StorePart(held_out.store, np.zeros(0, np.int64))
+    same_store = held_out.store is first.store
     info = FitInfo(
-        train_positions,
-        held_out,
-        len(val_positions),
+        first.positions,
+        held_out.positions if same_store else np.zeros(0, np.int64),
+        len(held_out),
         epochs,
         best_epoch,
         metrics,
         prior_counts,
+        train_documents=sum(len(part) for part in train),
     )
     return model, info
 
@@ -271,6 +334,8 @@ def _trainer(
     history_path: Path | None,
     seed: int,
     extra_callbacks: Sequence[Callback] = (),
+    *,
+    baseline: float | None = None,
 ) -> tuple[Trainer, int, int]:
     """The Trainer for ``model``, its max_epochs and batch size."""
     if family == "linear":
@@ -286,7 +351,9 @@ def _trainer(
     callbacks: list[Callback] = []
     if params.get("early_stopping", True) and val_batches:
         patience = _int(params, "patience")
-        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=patience))
+        callbacks.append(
+            EarlyStopping(monitor=MONITOR, mode="max", patience=patience, baseline=baseline)
+        )
     if history_path is not None:
         callbacks.append(History(history_path))
     if progress:

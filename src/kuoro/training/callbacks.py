@@ -99,6 +99,9 @@ class EarlyStopping(Callback):
     An epoch improves when its value beats the best by more than ``min_delta``; NaN never
     does. As in Keras and Lightning, training stops at the ``patience``-th epoch in a row
     without improvement, and patience 0 stops at the first (like patience 1).
+    ``baseline``: the value the weights training starts from already reach; an epoch must beat
+    it to count as an improvement, and with ``restore_best`` those starting weights come back
+    when none does (the best epoch is then 0).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class EarlyStopping(Callback):
         patience: int = 3,
         min_delta: float = 0.0,
         restore_best: bool = True,
+        baseline: float | None = None,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
@@ -115,6 +119,7 @@ class EarlyStopping(Callback):
             raise ValueError("patience and min_delta must not be negative")
         self.monitor, self.mode, self.patience = monitor, mode, patience
         self.min_delta, self.restore_best = min_delta, restore_best
+        self.baseline = baseline
         self._reset()
 
     def _reset(self) -> None:
@@ -126,6 +131,10 @@ class EarlyStopping(Callback):
     def on_fit_start(self, trainer: Trainer, state: TrainingState) -> None:
         if state.epoch == 0:  # a fresh run; a resumed one has had load_state_dict
             self._reset()
+            if self.baseline is not None:
+                self.best_value, self.best_epoch = self.baseline, 0
+                if self.restore_best:
+                    self.best_weights = _copy_state(trainer.model.state_dict())
 
     def on_epoch_end(self, trainer: Trainer, state: TrainingState) -> None:
         value = state.value(self.monitor)

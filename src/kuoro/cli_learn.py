@@ -1,0 +1,43 @@
+"""``kuoro learn``: update a trained fusion model with new documents."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from kuoro.cli_context import Context, pass_context
+
+
+@click.command("learn")
+@click.argument("project_id")
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Parallel jobs running the sources over the new documents.",
+)  # fmt: skip
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where the model trains (auto: a GPU when torch sees one).",
+)  # fmt: skip
+@pass_context
+def learn_command(
+    obj: Context, project_id: str, corpus: Sequence[Path], jobs: int, device: str
+) -> None:
+    """Update the trained fusion project PROJECT_ID with the documents of CORPUS.
+
+    Training goes on from the current model over the new documents and, while its suggestion
+    store is still the one it was trained on, the original training documents too; the epoch
+    kept is chosen on the original held-out documents, and the current model stays unless an
+    epoch beats it there.
+    """
+    from kuoro.project import Project
+
+    project = Project(obj.project(project_id), obj.datadir, obj.projects())
+    summary = project.learn(list(corpus), jobs=jobs, progress=obj.show_progress, device=device)
+    click.echo(
+        f"'{project_id}' learnt from {summary.documents} documents in {summary.seconds:.1f} s "
+        f"-> {summary.model_dir}"
+    )
+    click.echo(summary.report)

@@ -1,0 +1,409 @@
+"""Fusion projects: train on the sources' suggestions, learn from new documents, load.
+
+A fusion project runs its trained sources over a corpus into a suggestion store (reused while
+sources and corpus are unchanged) and trains its model on the store. The model directory holds
+the weights (``model.pt``, loaded with ``weights_only``), the concept prior, the split of the
+store into trained and held-out documents, the training history, and in the manifest the
+fingerprints of the vocabulary, each source and the store, so that loading can say exactly
+what changed since.
+
+``learn`` starts from the trained weights and trains on the new documents together with the
+original training documents (replayed from the store when it is still the one trained on),
+choosing the epoch on the original held-out documents; the model it started from is kept
+unless an epoch beats it there.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kuoro.config import ProjectConfig
+from kuoro.errors import KuoroError, ModelError
+from kuoro.fusion.candidates import ConceptPrior
+from kuoro.fusion.fit import (
+    FitInfo,
+    StorePart,
+    build_model,
+    fit_fusion,
+    gold_counts,
+    split_positions,
+    train_fusion_model,
+)
+from kuoro.fusion.predictor import FusionPredictor
+from kuoro.model_files import read_model, write_model
+from kuoro.store import SuggestionStore
+from kuoro.store_builder import build_store, model_fingerprint
+
+if TYPE_CHECKING:
+    from kuoro.project import Project, TrainingSummary
+
+log = logging.getLogger(__name__)
+
+WEIGHTS, PRIOR, SPLIT, HISTORY = "model.pt", "prior.npz", "split.npz", "history.jsonl"
+
+
+def train_fusion(
+    project: Project,
+    corpus_paths: Sequence[Path],
+    *,
+    jobs: int = 1,
+    progress: bool = False,
+    cached: bool = True,
+    device: str = "auto",
+) -> TrainingSummary:
+    """Fill (or reuse) the project's store for the corpora and train its model on it."""
+    sources = _trained_sources(project)
+    params = dict(project.config.params)
+    started = time.perf_counter()
+    validation = params.get("validation")
+    with ExitStack() as stack:
+        store = stack.enter_context(
+            _store(project, sources, project.store_path, corpus_paths, jobs, cached, progress)
+        )
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
+        held_out = None
+        if isinstance(validation, str):
+            held_out = stack.enter_context(
+                _store(
+                    project,
+                    sources,
+                    project.store_path.with_suffix(".validation.store"),
+                    [Path(validation)],
+                    jobs,
+                    cached,
+                    progress,
+                )
+            )
+        log.info("training fusion model '%s' on %d documents", project.project_id, len(store))
+        model, info = fit_fusion(
+            store,
+            params,
+            project.config.backend,
+            [ref.weight for ref in project.config.sources],
+            seed=int(params.get("seed", 0)),  # type: ignore[call-overload]
+            progress=progress,
+            device=device,
+            validation_store=held_out,
+            history_path=scratch / HISTORY,
+        )
+        training = {
+            "corpus": [str(p) for p in corpus_paths],
+            "documents": len(store),
+            "store": str(store.path),
+            "store_fingerprints": store.fingerprints,
+            "separate_validation": held_out is not None,
+            **info.summary(),
+        }
+        return _save(project, sources, model, info, training, scratch, started, store)
+
+
+def learn_fusion(
+    project: Project,
+    corpus_paths: Sequence[Path],
+    *,
+    jobs: int = 1,
+    progress: bool = False,
+    device: str = "auto",
+) -> TrainingSummary:
+    """Update the project's trained model with the documents of ``corpus_paths``."""
+    pid = project.project_id
+    if project.config.backend == "mean":
+        raise KuoroError(f"project '{pid}' (backend 'mean') learns nothing; there is no model")
+    version_dir, manifest = read_model(project.model_dir, pid)
+    model, prior_counts = _load_model(project, version_dir, manifest)
+    sources = _trained_sources(project, manifest)
+    params = dict(project.config.params)
+    seed = int(params.get("seed", 0))  # type: ignore[call-overload]
+    started = time.perf_counter()
+    learn_path = project.store_path.with_suffix(".learn.store")
+    with ExitStack() as stack:
+        new = stack.enter_context(
+            _store(project, sources, learn_path, corpus_paths, jobs, False, progress)
+        )
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
+        if len(new) == 0:
+            raise KuoroError(f"no documents to learn from in {', '.join(map(str, corpus_paths))}")
+        original = _original_store(project, manifest, version_dir)
+        if original is not None:
+            store, split = original
+            stack.enter_context(store)
+            train = [StorePart(store, split[0]), StorePart(new, np.arange(len(new)))]
+            held_out = StorePart(store, split[1])
+            log.info(
+                "learning from %d new documents, replaying the %d trained on; choosing the "
+                "epoch on the %d held out",
+                len(new),
+                len(split[0]),
+                len(split[1]),
+            )
+        else:
+            trained, held = split_positions(len(new), params["validation"], seed)
+            train, held_out = [StorePart(new, trained)], StorePart(new, held)
+            log.warning(
+                "the store '%s' was trained on is gone or changed: learning from the %d new "
+                "documents alone, %d of them held out",
+                project.store_path,
+                len(trained),
+                len(held),
+            )
+        # The new documents' gold joins the prior: they are training documents from now on.
+        counts = prior_counts + gold_counts(StorePart(new, np.arange(len(new))))
+        model, info = train_fusion_model(
+            model,
+            project.config.backend,
+            params,
+            train,
+            held_out,
+            counts,
+            seed=seed,
+            progress=progress,
+            device=device,
+            history_path=scratch / HISTORY,
+            must_improve=True,
+        )
+        training = dict(manifest["training"])
+        training["learnt"] = [
+            *training.get("learnt", []),
+            {
+                "corpus": [str(p) for p in corpus_paths],
+                "documents": len(new),
+                "replayed": original is not None,
+                **info.summary(),
+            },
+        ]
+        if original is None:
+            # Later learns cannot replay a store this model no longer matches.
+            training["store_fingerprints"] = None
+        summary = _save(project, sources, model, info, training, scratch, started, new)
+    if info.best_epoch == 0:
+        log.warning(
+            "no epoch beat the model learning started from on the held-out documents "
+            "(nDCG@10 %.4f); it was kept",
+            info.metrics.get("ndcg@10", float("nan")),
+        )
+    return summary
+
+
+def load_fusion(
+    project: Project, version_dir: Path, manifest: Mapping[str, Any]
+) -> FusionPredictor:
+    """The trained model of a fusion project with its sources, ready to suggest."""
+    sources = _trained_sources(project, manifest)
+    model, counts = _load_model(project, version_dir, manifest)
+    spec = manifest["model"]
+    return FusionPredictor(
+        sources,
+        model,
+        ConceptPrior.from_counts(counts),
+        n_concepts=int(spec["n_concepts"]),
+        top_k=int(spec["top_k"]),
+    )
+
+
+# -- pieces ------------------------------------------------------------------------------------
+
+
+def _store(
+    project: Project,
+    sources: Sequence[Project],
+    path: Path,
+    corpus_paths: Sequence[Path],
+    jobs: int,
+    cached: bool,
+    progress: bool,
+) -> SuggestionStore:
+    return build_store(
+        path,
+        sources,
+        corpus_paths,
+        vocabulary=project.vocabulary,
+        language=project.config.language,
+        jobs=jobs,
+        cached=cached,
+        progress=progress,
+    )
+
+
+def _trained_sources(project: Project, manifest: Mapping[str, Any] | None = None) -> list[Project]:
+    """The project's sources, each trained; with a model's manifest, each as it was then.
+
+    Without ``manifest`` (training) the configured sources must be trained; with it (loading,
+    learning) they must be the ones the model was trained with, unchanged since.
+    """
+    from kuoro.project import Project
+
+    pid = project.project_id
+    configured = [ref.project_id for ref in project.config.sources]
+    saved: list[Mapping[str, Any]] = list(manifest["sources"]) if manifest else []
+    if manifest is not None:
+        trained_ids = [s["project_id"] for s in saved]
+        if trained_ids != configured:
+            raise ModelError(
+                f"project '{pid}' was trained with sources {', '.join(trained_ids)} but is "
+                f"configured with {', '.join(configured)}; retrain '{pid}'"
+            )
+    elif project.projects is None:
+        raise KuoroError(f"fusion project '{pid}' needs the configuration of its sources")
+    sources = []
+    for i, sid in enumerate(configured):
+        if project.projects is not None and sid in project.projects:
+            config = project.projects[sid]
+        else:
+            config = config_from_dict(saved[i]["config"])
+        source = Project(config, project.datadir)
+        if not source.is_trained:
+            cls = ModelError if manifest is not None else KuoroError
+            raise cls(
+                f"source '{sid}' of fusion project '{pid}' is not trained yet; train it first "
+                f"with: kuoro train {sid}" + (f", then retrain '{pid}'" if manifest else "")
+            )
+        if manifest is not None and model_fingerprint(source) != saved[i]["fingerprint"]:
+            raise ModelError(
+                f"source '{sid}' was retrained after this model was trained (or its top_k "
+                f"changed); retrain '{pid}'"
+            )
+        sources.append(source)
+    return sources
+
+
+def _load_model(
+    project: Project, version_dir: Path, manifest: Mapping[str, Any]
+) -> tuple[nn.Module, np.ndarray]:
+    """The trained torch model and its concept prior counts."""
+    pid = project.project_id
+    spec = manifest["model"]
+    try:
+        model = build_model(
+            spec["family"],
+            manifest["params"],
+            int(spec["n_concepts"]),
+            [s["weight"] for s in manifest["sources"]],
+            seed=0,
+        )
+        state = torch.load(version_dir / WEIGHTS, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        with np.load(version_dir / PRIOR, allow_pickle=False) as prior:
+            counts = np.asarray(prior["counts"], dtype=np.int64)
+    except Exception as exc:  # a damaged file, or one written by an incompatible version
+        raise ModelError(
+            f"project '{pid}': cannot load the fusion model in {version_dir}: {exc}; "
+            f"retrain '{pid}'"
+        ) from exc
+    return model.eval(), counts
+
+
+def _original_store(
+    project: Project, manifest: Mapping[str, Any], version_dir: Path
+) -> tuple[SuggestionStore, tuple[np.ndarray, np.ndarray]] | None:
+    """The store the model was trained on and its (trained, held-out) split, if both remain."""
+    expected = manifest["training"].get("store_fingerprints")
+    split_file = version_dir / SPLIT
+    if not expected or manifest["training"].get("separate_validation"):
+        return None
+    if not (project.store_path.is_dir() and split_file.is_file()):
+        return None
+    store = SuggestionStore.open(project.store_path)
+    if not store.complete or store.fingerprints != expected:
+        store.close()
+        return None
+    with np.load(split_file, allow_pickle=False) as split:
+        return store, (split["train"], split["validation"])
+
+
+def _save(
+    project: Project,
+    sources: Sequence[Project],
+    model: nn.Module,
+    info: FitInfo,
+    training: dict[str, Any],
+    scratch: Path,
+    started: float,
+    store: SuggestionStore,
+) -> TrainingSummary:
+    """Save the model as the project's new current version; ``store``: what it learnt from."""
+    from kuoro.project import TrainingSummary
+
+    seconds = time.perf_counter() - started
+    params = dict(project.config.params)
+    metadata = {
+        "project_id": project.project_id,
+        "kind": "fusion",
+        "backend": project.config.backend,
+        "params": params,
+        "language": project.config.language,
+        "vocabulary": {
+            "name": project.vocabulary.name,
+            "size": len(project.vocabulary),
+            "fingerprint": project.vocabulary.fingerprint,
+        },
+        "sources": [
+            {
+                "project_id": ref.project_id,
+                "weight": ref.weight,
+                "fingerprint": model_fingerprint(source),
+                "config": config_dict(source.config),
+            }
+            for ref, source in zip(project.config.sources, sources, strict=True)
+        ],
+        "training": {**training, "seconds": round(seconds, 3)},
+        "model": {
+            "family": project.config.backend,
+            "n_concepts": len(info.prior_counts),
+            "top_k": store.top_k,
+            "members": int(params.get("members", 1)),  # type: ignore[call-overload]
+        },
+        # Kuoro's and Python's versions are in every manifest already (model_files).
+        "libraries": {"torch": torch.__version__, "numpy": np.__version__},
+    }
+    history = scratch / HISTORY
+
+    def write_files(directory: Path) -> None:
+        torch.save(model.state_dict(), directory / WEIGHTS)
+        np.savez(directory / PRIOR, counts=info.prior_counts)
+        np.savez(
+            directory / SPLIT, train=info.train_positions, validation=info.validation_positions
+        )
+        if history.is_file():
+            shutil.copyfile(history, directory / HISTORY)
+
+    model_dir = write_model(project.model_dir, metadata, write_files)
+    project.last_fit = info
+    project.__dict__.pop("source", None)  # the next suggestion loads the new model
+    report = (
+        f"{info.train_documents} training and {info.validation_documents} held-out "
+        f"documents; {info.epochs} epochs, best {info.best_epoch}; "
+        + ", ".join(f"{k} {v:.4f}" for k, v in info.metrics.items())
+    )
+    log.info("%s", report)
+    return TrainingSummary(len(store), seconds, model_dir, report)
+
+
+def config_dict(config: ProjectConfig) -> dict[str, Any]:
+    """A source project's configuration as JSON, saved with a fusion model that uses it."""
+    return {
+        "project_id": config.project_id,
+        "name": config.name,
+        "language": config.language,
+        "vocab": config.vocab,
+        "backend": config.backend,
+        "analyzer": config.analyzer,
+        "limit": config.limit,
+        "access": config.access,
+        "allow_learn": config.allow_learn,
+        "params": dict(config.params),
+    }
+
+
+def config_from_dict(data: Mapping[str, Any]) -> ProjectConfig:
+    return ProjectConfig(**{**data, "params": dict(data["params"]), "sources": ()})
