@@ -12,7 +12,13 @@ import click
 
 from kuoro import __version__
 from kuoro.cli_context import Context, echo_table, pass_context, progress_disabled
-from kuoro.cli_indexing import eval_command, index_command, suggest_command, train_command
+from kuoro.cli_indexing import (
+    eval_command,
+    index_command,
+    optimize_command,
+    suggest_command,
+    train_command,
+)
 from kuoro.cli_learn import learn_command
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
@@ -211,7 +217,14 @@ def corpus_stats(
     click.echo(format_statistics(stats, vocab))
 
 
-for _command in (train_command, learn_command, suggest_command, index_command, eval_command):
+for _command in (
+    train_command,
+    learn_command,
+    suggest_command,
+    index_command,
+    eval_command,
+    optimize_command,
+):
     cli.add_command(_command)
 
 

@@ -1,13 +1,16 @@
-"""The commands that train projects and use them: ``train``, ``suggest``, ``index``, ``eval``."""
+"""The commands that train projects and use them: ``train``, ``suggest``, ``index``, ``eval``,
+``optimize``."""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -18,11 +21,13 @@ if TYPE_CHECKING:
     import scipy.sparse as sp
 
     from kuoro.corpus import Document
+    from kuoro.metrics import SubjectResult
     from kuoro.project import Project
 
 log = logging.getLogger("kuoro")
 
-# The order `eval` prints metrics in; names as `annif eval` prints them.
+# The order `eval` prints metrics in: Kuoro's first lines, then the rest in Annif's order (names
+# as `annif eval` prints them), Kuoro's extra @k ones before LRAP and the counts.
 EVAL_METRICS = (
     "Precision@1",
     "Precision@3",
@@ -35,7 +40,27 @@ EVAL_METRICS = (
     "Precision (doc avg)",
     "Recall (doc avg)",
     "F1 score (doc avg)",
+    "Precision (subj avg)",
+    "Recall (subj avg)",
+    "F1 score (subj avg)",
+    "Precision (weighted subj avg)",
+    "Recall (weighted subj avg)",
+    "F1 score (weighted subj avg)",
+    "Precision (microavg)",
+    "Recall (microavg)",
+    "F1 score (microavg)",
+    "Recall@1",
+    "Recall@3",
+    "F1@1",
+    "F1@3",
+    "LRAP",
+    "True positives",
+    "False positives",
+    "False negatives",
+    "Documents evaluated",
 )
+MISSING_SUBJECTS = "Gold subjects not in vocabulary"
+_NAME_WIDTH = max(map(len, [*EVAL_METRICS, MISSING_SUBJECTS])) + 2
 
 jobs_option = click.option(
     "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -190,12 +215,41 @@ def index_command(
     click.echo(f"indexed {written} documents in {directory}")
 
 
+def _scored_batches(
+    obj: Context, project: Project, documents: Iterable[Document], jobs: int, desc: str
+) -> Iterator[tuple[sp.csr_matrix, list[tuple[int, ...]]]]:
+    """(suggestion rows, gold subjects) per batch; the model is loaded before this returns."""
+    from kuoro.batch_suggest import suggest_corpus
+
+    if jobs == 1:
+        _ = project.source  # load the model before timing; workers load their own copy
+    stream = suggest_corpus(project, documents, jobs=jobs)
+    return (
+        (rows, [d.subjects for d in batch])
+        for batch, rows in _with_progress(stream, desc, obj.show_progress)
+    )
+
+
+def _metric_line(name: str, value: float) -> str:
+    shown = str(value) if isinstance(value, int) else f"{value:.4f}"
+    return f"{name + ':':<{_NAME_WIDTH}}{shown}"
+
+
 @click.command("eval")
 @click.argument("project_id")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
 @limit_option
 @threshold_option
 @jobs_option
+@click.option(
+    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every metric, the settings and the corpus to this JSON file.",
+)  # fmt: skip
+@click.option(
+    "--results-file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write per-subject results (uri, label, support, predicted, hits, precision, recall, "
+    "f1; by support, descending) to this TSV file.",
+)  # fmt: skip
 @pass_context
 def eval_command(
     obj: Context,
@@ -204,26 +258,191 @@ def eval_command(
     limit: int,
     threshold: float,
     jobs: int,
+    metrics_file: Path | None,
+    results_file: Path | None,
 ) -> None:
-    """Evaluate PROJECT_ID on documents with gold subjects and print the metrics."""
-    from kuoro.batch_suggest import suggest_corpus
+    """Evaluate PROJECT_ID on documents with gold subjects and print the metrics.
+
+    The metrics are those of `annif eval`, with the same names and definitions.
+    """
     from kuoro.corpus import Corpus
     from kuoro.metrics import RankingMetrics
 
     project = _open(obj, project_id)
     documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
-    metrics = RankingMetrics(limit=limit, threshold=threshold)
-    if jobs == 1:
-        _ = project.source  # load the model before timing; workers load their own copy
+    metrics = RankingMetrics(limit=limit, threshold=threshold, n_concepts=len(project.vocabulary))
+    batches = _scored_batches(obj, project, documents, jobs, "evaluating")
     started = time.perf_counter()
-    stream = suggest_corpus(project, documents, jobs=jobs)
-    for batch, rows in _with_progress(stream, "evaluating", obj.show_progress):
-        metrics.update(rows, [d.subjects for d in batch])
+    for rows, gold in batches:
+        metrics.update(rows, gold)
     seconds = time.perf_counter() - started
     if not metrics.documents:
         raise KuoroError("no documents to evaluate")
-    results = metrics.compute()
+    results: dict[str, float] = {**metrics.compute(), **metrics.counts()}
+    missing = sum(documents.report.unknown_subjects.values())
     for name in EVAL_METRICS:
-        click.echo(f"{name + ':':<26}{results[name]:.4f}")
-    click.echo(f"{'Documents evaluated:':<26}{metrics.documents}")
+        click.echo(_metric_line(name, results[name]))
+    click.echo(_metric_line(MISSING_SUBJECTS, missing))
     log.info("evaluated in %.1f s (%.1f documents/s)", seconds, metrics.documents / seconds)
+    if metrics_file is not None:
+        summary = {
+            "project": project_id,
+            "corpus": [str(path) for path in corpus],
+            "limit": limit,
+            "threshold": threshold,
+            "documents": metrics.documents,
+            "subjects_not_in_vocabulary": missing,
+            "distinct_subjects_not_in_vocabulary": len(documents.report.unknown_subjects),
+            "metrics": {name: results[name] for name in EVAL_METRICS},
+        }
+        _write_text(metrics_file, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        log.info("metrics written to %s", metrics_file)
+    if results_file is not None:
+        _write_text(results_file, _subject_table(project, metrics.subject_results()))
+        log.info("per-subject results written to %s", results_file)
+
+
+def _subject_table(project: Project, results: Sequence[SubjectResult]) -> str:
+    vocab = project.vocabulary
+    language = project.config.language if project.config.language in vocab.languages else None
+    lines = ["uri\tlabel\tsupport\tpredicted\thits\tprecision\trecall\tf1\n"]
+    for r in results:  # by support, descending, as subject_results() gives them
+        label = (vocab.label(r.concept, language) or "").replace("\t", " ")
+        lines.append(
+            f"<{vocab.uri(r.concept)}>\t{label}\t{r.support}\t{r.predicted}\t{r.hits}\t"
+            f"{r.precision:.4f}\t{r.recall:.4f}\t{r.f1:.4f}\n"
+        )
+    return "".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    from kuoro.atomic import atomic_write
+
+    with atomic_write(path) as out:
+        out.write(text.encode("utf-8"))
+
+
+def _number_list(text: str, kind: type[float], low: float, high: float | None) -> list[float]:
+    """Comma-separated values and inclusive FROM-TO[:STEP] ranges: "1-20", "1,3,5", "0-0.5:0.1"."""
+    numbers: list[float] = []
+    for item in text.split(","):
+        span, _, step_text = item.strip().partition(":")
+        first, dash, last = span.partition("-")
+        if not dash:
+            if step_text:
+                raise click.BadParameter(f"{item.strip()!r}: a step needs a range, FROM-TO:STEP")
+            numbers.append(kind(span))
+            continue
+        start, stop = kind(first), kind(last)
+        step = kind(step_text) if step_text else kind(1 if kind is int else 0.05)
+        if step <= 0 or stop < start:
+            raise click.BadParameter(f"{item.strip()!r}: a range goes up, by a positive step")
+        count = math.floor((stop - start) / step + 1e-9) + 1
+        # Rounded, so that 0.15 is the float 0.15 and not 0.15000000000000002.
+        numbers.extend(kind(round(start + i * step, 10)) for i in range(count))
+    outside = [n for n in numbers if n < low or (high is not None and n > high)]
+    if outside:
+        upper = "" if high is None else f" and {high:g}"
+        raise click.BadParameter(f"{outside[0]:g} is not between {low:g}{upper}")
+    return sorted(set(numbers))
+
+
+def _limits(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in _number_list(value, int, 1, None))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list like 1-20 or 1,3,5") from None
+
+
+def _thresholds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        return tuple(_number_list(value, float, 0.0, 1.0))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list like 0-0.95:0.05 or 0,0.2,0.4") from None
+
+
+# What `optimize` reports the best of, as `annif optimize` does.
+_OPTIMIZED: tuple[tuple[Literal["precision", "recall", "f1"], str], ...] = (
+    ("precision", "Precision"),
+    ("recall", "Recall"),
+    ("f1", "F1 score"),
+)
+
+
+@click.command("optimize")
+@click.argument("project_id")
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--limits", default="1-20", show_default=True, callback=_limits,
+    help="Limits to try: ranges and/or values, comma-separated (1-20, 1,3,5).",
+)  # fmt: skip
+@click.option(
+    "--thresholds", default="0-0.95:0.05", show_default=True, callback=_thresholds,
+    help="Thresholds to try: FROM-TO:STEP ranges and/or values, comma-separated.",
+)  # fmt: skip
+@jobs_option
+@click.option("--show-grid", is_flag=True, help="Also print every point of the grid.")
+@click.option(
+    "--grid-file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every point of the grid to this TSV file.",
+)  # fmt: skip
+@pass_context
+def optimize_command(
+    obj: Context,
+    project_id: str,
+    corpus: Sequence[Path],
+    limits: tuple[int, ...],
+    thresholds: tuple[float, ...],
+    jobs: int,
+    show_grid: bool,
+    grid_file: Path | None,
+) -> None:
+    """Find the limit and threshold that give PROJECT_ID its best F1 on CORPUS.
+
+    Suggests for each document once, then evaluates document-average precision, recall and F1
+    (as `annif optimize` does) at every limit and threshold.
+    """
+    from kuoro.corpus import Corpus
+    from kuoro.optimize import GridAccumulator, best_point
+
+    project = _open(obj, project_id)
+    documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
+    grid = GridAccumulator(limits, thresholds)
+    batches = _scored_batches(obj, project, documents, jobs, "optimizing")
+    started = time.perf_counter()
+    for rows, gold in batches:
+        grid.update(rows, gold)
+    seconds = time.perf_counter() - started
+    if not grid.documents:
+        raise KuoroError("no documents to evaluate")
+    log.info("evaluated in %.1f s (%.1f documents/s)", seconds, grid.documents / seconds)
+    points = grid.points()
+    if show_grid:
+        click.echo(f"{'limit':>5}  {'threshold':>9}  {'precision':>9}  {'recall':>9}  {'f1':>9}")
+        for p in points:
+            click.echo(
+                f"{p.limit:>5}  {_threshold(p.threshold):>9}  {p.precision:>9.4f}  "
+                f"{p.recall:>9.4f}  {p.f1:>9.4f}"
+            )
+        click.echo()
+    for metric, name in _OPTIMIZED:
+        best = best_point(points, metric)
+        click.echo(
+            f"{f'Best {name} (doc avg):':<28}{getattr(best, metric):.4f}  "
+            f"limit {best.limit}, threshold {_threshold(best.threshold)}"
+        )
+    click.echo(f"{'Documents evaluated:':<28}{grid.documents}")
+    best = best_point(points, "f1")
+    click.echo(f"Best F1 with: --limit {best.limit} --threshold {_threshold(best.threshold)}")
+    if grid_file is not None:
+        lines = ["limit\tthreshold\tprecision\trecall\tf1\n"] + [
+            f"{p.limit}\t{_threshold(p.threshold)}\t{p.precision:.6f}\t{p.recall:.6f}\t{p.f1:.6f}\n"
+            for p in points
+        ]
+        _write_text(grid_file, "".join(lines))
+        log.info("grid written to %s", grid_file)
+
+
+def _threshold(value: float) -> str:
+    """0.15 as "0.15"; finer thresholds with the digits they need."""
+    return f"{value:.2f}" if round(value, 2) == value else f"{value:g}"

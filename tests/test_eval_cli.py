@@ -1,0 +1,143 @@
+"""``kuoro eval``: the full metric set, the JSON metrics file and the per-subject results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kuoro.cli import main
+from kuoro.cli_indexing import EVAL_METRICS, MISSING_SUBJECTS
+from kuoro.config import load_projects
+from kuoro.corpus import Corpus
+from kuoro.datadir import DataDir
+from kuoro.metrics import RankingMetrics
+from kuoro.project import Project
+
+from conftest import SHARED_DATA, requires_shared_data
+
+pytestmark = requires_shared_data
+
+ARCH = SHARED_DATA / "archaeology"
+PROJECTS = """
+[arch-tfidf]
+language = "fi"
+vocab = "arch"
+backend = "tfidf"
+analyzer = "snowball(finnish)"
+"""
+UNKNOWN = "<http://example.org/not-in-yso>"
+COUNTS = {"True positives", "False positives", "False negatives", "Documents evaluated"}
+
+
+def kuoro(work: Path, *args: str) -> list[str]:
+    return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tfidf project trained on 2,000 archaeology titles; 300 others (one with a subject the
+    vocabulary lacks) to evaluate on."""
+    work = tmp_path_factory.mktemp("eval")
+    (work / "projects.toml").write_text(PROJECTS, encoding="utf-8")
+    lines = (ARCH / "documents.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (work / "train.tsv").write_text("".join(lines[:2000]), encoding="utf-8")
+    text, subjects = lines[2000].rstrip("\n").split("\t")
+    held_out = [f"{text}\t{subjects} {UNKNOWN}\n", *lines[2001:2300]]
+    (work / "test.tsv").write_text("".join(held_out), encoding="utf-8")
+    assert main(kuoro(work, "load-vocab", "arch", str(ARCH / "yso-archaeology.ttl"))) == 0
+    assert main(kuoro(work, "train", "arch-tfidf", str(work / "train.tsv"))) == 0
+    return work
+
+
+def eval_lines(work: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[tuple[str, str]]:
+    capsys.readouterr()
+    assert main(kuoro(work, "eval", "arch-tfidf", str(work / "test.tsv"), *args)) == 0
+    out = capsys.readouterr().out
+    return [(name, value.strip()) for name, value in (ln.split(":") for ln in out.splitlines())]
+
+
+def direct_metrics(work: Path, limit: int = 10, threshold: float = 0.0) -> RankingMetrics:
+    """The metrics computed without the command line, from the project's suggestions."""
+    projects = load_projects(work / "projects.toml")
+    project = Project(projects["arch-tfidf"], DataDir(work / "data"), projects)
+    documents = list(Corpus(work / "test.tsv", project.vocabulary, language="fi"))
+    metrics = RankingMetrics(limit=limit, threshold=threshold)
+    metrics.update(project.suggest([d.text for d in documents]), [d.subjects for d in documents])
+    return metrics
+
+
+def test_eval_prints_every_metric_in_order(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = eval_lines(workspace, capsys)
+    names = [name for name, _ in lines]
+    assert names == [*EVAL_METRICS, MISSING_SUBJECTS]
+    assert names[:5] == ["Precision@1", "Precision@3", "Precision@5", "Recall@5", "F1@5"]
+    values = dict(lines)
+    assert values[MISSING_SUBJECTS] == "1"
+    assert values["Documents evaluated"] == "300"
+    expected = direct_metrics(workspace)
+    for name, value in expected.compute().items():
+        assert float(values[name]) == pytest.approx(value, abs=5e-5), name
+        assert len(values[name].split(".")[1]) == 4, name
+    for name, count in expected.counts().items():
+        assert values[name] == str(count), name
+    # Not degenerate: the project finds subjects, and misses some.
+    assert 0.2 < float(values["NDCG@10"]) < 1
+    assert 0 < int(values["False negatives"]) < int(values["True positives"]) * 10
+
+
+def test_metrics_file(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "out" / "metrics.json"
+    lines = dict(eval_lines(workspace, capsys, "--limit", "5", "--threshold", "0.1",
+                            "--metrics-file", str(path)))  # fmt: skip
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    assert saved["project"] == "arch-tfidf"
+    assert saved["corpus"] == [str(workspace / "test.tsv")]
+    assert (saved["limit"], saved["threshold"]) == (5, 0.1)
+    assert saved["documents"] == 300
+    assert saved["subjects_not_in_vocabulary"] == 1
+    assert list(saved["metrics"]) == list(EVAL_METRICS)
+    expected = direct_metrics(workspace, limit=5, threshold=0.1)
+    for name, value in {**expected.compute(), **expected.counts()}.items():
+        assert saved["metrics"][name] == pytest.approx(value, abs=1e-12), name
+        assert f"{saved['metrics'][name]:.4f}" == f"{float(lines[name]):.4f}", name
+    assert all(isinstance(saved["metrics"][name], int) for name in COUNTS)
+
+
+def test_results_file(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "subjects.tsv"
+    values = dict(eval_lines(workspace, capsys, "--results-file", str(path)))
+    header, *rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
+    assert header == ["uri", "label", "support", "predicted", "hits", "precision", "recall", "f1"]
+    supports = [int(r[2]) for r in rows]
+    assert supports == sorted(supports, reverse=True)
+    tp, fp, fn = (int(values[n]) for n in ("True positives", "False positives", "False negatives"))
+    assert sum(int(r[4]) for r in rows) == tp
+    assert sum(int(r[3]) for r in rows) == tp + fp
+    assert sum(supports) == tp + fn
+    for uri, label, support, predicted, hits, precision, recall, f1 in rows:
+        assert uri.startswith("<http://www.yso.fi/onto/yso/p") and uri.endswith(">")
+        assert label
+        s, p, h = int(support), int(predicted), int(hits)
+        assert float(precision) == pytest.approx(h / p if p else 0.0, abs=5e-5)
+        assert float(recall) == pytest.approx(h / s if s else 0.0, abs=5e-5)
+        assert float(f1) == pytest.approx(2 * h / (s + p), abs=5e-5)
+    # The per-subject rows are what the subject average is made of (over all 130+ concepts).
+    projects = load_projects(workspace / "projects.toml")
+    n_concepts = len(Project(projects["arch-tfidf"], DataDir(workspace / "data")).vocabulary)
+    mean_recall = sum(float(r[6]) for r in rows) / n_concepts
+    assert float(values["Recall (subj avg)"]) == pytest.approx(mean_recall, abs=1e-3)
+
+
+def test_eval_rejects_a_corpus_without_documents(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("", encoding="utf-8")
+    capsys.readouterr()
+    assert main(kuoro(workspace, "eval", "arch-tfidf", str(empty))) == 1
+    err = capsys.readouterr().err
+    assert "kuoro: error:" in err and "no usable documents" in err
