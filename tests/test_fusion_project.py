@@ -354,3 +354,28 @@ def test_learn_is_refused_where_there_is_nothing_to_update(workspace: Path) -> N
         open_project(workspace, "tfidf-stem").learn([workspace / "fusion.tsv"])
     with pytest.raises(KuoroError, match=r"'fusion-mean' \(backend 'mean'\) learns nothing"):
         open_project(workspace, "fusion-mean").learn([workspace / "fusion.tsv"])
+
+
+def test_suggesting_reads_the_numpy_model_without_torch_and_matches_torch(
+    workspace: Path,
+) -> None:
+    from kuoro.fusion_loader import load_fusion
+    from kuoro.model_files import read_model
+
+    project = open_project(workspace, "fusion-kuoro")
+    version_dir, manifest = read_model(project.model_dir, project.project_id)
+    assert (version_dir / "fusion.npz").is_file()
+    texts = ["Kivikauden asuinpaikan kaivaukset ja löydöt", "rautakauden hautalöydöt", ""]
+    numpy_rows = load_fusion(project, version_dir, manifest).suggest(texts)
+    torch_rows = load_fusion(project, version_dir, manifest, engine="torch").suggest(texts)
+    assert numpy_rows.nnz > 0 and np.array_equal(numpy_rows.indptr, torch_rows.indptr)
+    assert np.array_equal(numpy_rows.indices, torch_rows.indices)
+    assert np.allclose(numpy_rows.data, torch_rows.data, atol=1e-5, rtol=0)
+    code = (
+        "import sys; from pathlib import Path; from kuoro.config import load_projects; "
+        "from kuoro.datadir import DataDir; from kuoro.project import Project; "
+        f"w = Path({str(workspace)!r}); p = load_projects(w / 'projects.toml'); "
+        "rows = Project(p['fusion-kuoro'], DataDir(w / 'data'), p).suggest(['kivikausi']); "
+        "assert rows.nnz > 0; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

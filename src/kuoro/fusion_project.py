@@ -1,8 +1,9 @@
-"""Fusion projects: train on the sources' suggestions, learn from new documents, load.
+"""Fusion projects: train on the sources' suggestions and learn from new documents.
 
 A fusion project runs its trained sources over a corpus into a suggestion store (reused while
 sources and corpus are unchanged) and trains its model on the store. The model directory holds
-the weights (``model.pt``, loaded with ``weights_only``), the concept prior, the split of the
+the weights (``model.pt`` for torch, loaded with ``weights_only``; ``fusion.npz`` for
+suggesting without torch, see ``fusion_loader``), the concept prior, the split of the
 store into trained and held-out documents, the training history, and in the manifest the
 fingerprints of the vocabulary, each source and the store, so that loading can say exactly
 what changed since.
@@ -28,9 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kuoro.config import ProjectConfig
 from kuoro.errors import KuoroError, ModelError
-from kuoro.fusion.candidates import ConceptPrior
 from kuoro.fusion.fit import (
     FitInfo,
     StorePart,
@@ -40,7 +39,17 @@ from kuoro.fusion.fit import (
     split_positions,
     train_fusion_model,
 )
-from kuoro.fusion.predictor import FusionPredictor
+from kuoro.fusion.numpy_model import NumpyFusion, export_arrays
+from kuoro.fusion_loader import (
+    HISTORY,
+    NUMPY,
+    PRIOR,
+    SPLIT,
+    WEIGHTS,
+    config_dict,
+    load_prior,
+    trained_sources,
+)
 from kuoro.model_files import read_model, write_model
 from kuoro.store import SuggestionStore
 from kuoro.store_builder import build_store, model_fingerprint
@@ -49,8 +58,6 @@ if TYPE_CHECKING:
     from kuoro.project import Project, TrainingSummary
 
 log = logging.getLogger(__name__)
-
-WEIGHTS, PRIOR, SPLIT, HISTORY = "model.pt", "prior.npz", "split.npz", "history.jsonl"
 
 
 def train_fusion(
@@ -63,7 +70,7 @@ def train_fusion(
     device: str = "auto",
 ) -> TrainingSummary:
     """Fill (or reuse) the project's store for the corpora and train its model on it."""
-    sources = _trained_sources(project)
+    sources = trained_sources(project)
     params = dict(project.config.params)
     started = time.perf_counter()
     validation = params.get("validation")
@@ -121,8 +128,9 @@ def learn_fusion(
     if project.config.backend == "mean":
         raise KuoroError(f"project '{pid}' (backend 'mean') learns nothing; there is no model")
     version_dir, manifest = read_model(project.model_dir, pid)
-    model, prior_counts = _load_model(project, version_dir, manifest)
-    sources = _trained_sources(project, manifest)
+    model = load_torch_model(project, version_dir, manifest)
+    prior_counts = load_prior(project, version_dir)
+    sources = trained_sources(project, manifest)
     params = dict(project.config.params)
     seed = int(params.get("seed", 0))  # type: ignore[call-overload]
     started = time.perf_counter()
@@ -195,22 +203,6 @@ def learn_fusion(
     return summary
 
 
-def load_fusion(
-    project: Project, version_dir: Path, manifest: Mapping[str, Any]
-) -> FusionPredictor:
-    """The trained model of a fusion project with its sources, ready to suggest."""
-    sources = _trained_sources(project, manifest)
-    model, counts = _load_model(project, version_dir, manifest)
-    spec = manifest["model"]
-    return FusionPredictor(
-        sources,
-        model,
-        ConceptPrior.from_counts(counts),
-        n_concepts=int(spec["n_concepts"]),
-        top_k=int(spec["top_k"]),
-    )
-
-
 # -- pieces ------------------------------------------------------------------------------------
 
 
@@ -235,52 +227,8 @@ def _store(
     )
 
 
-def _trained_sources(project: Project, manifest: Mapping[str, Any] | None = None) -> list[Project]:
-    """The project's sources, each trained; with a model's manifest, each as it was then.
-
-    Without ``manifest`` (training) the configured sources must be trained; with it (loading,
-    learning) they must be the ones the model was trained with, unchanged since.
-    """
-    from kuoro.project import Project
-
-    pid = project.project_id
-    configured = [ref.project_id for ref in project.config.sources]
-    saved: list[Mapping[str, Any]] = list(manifest["sources"]) if manifest else []
-    if manifest is not None:
-        trained_ids = [s["project_id"] for s in saved]
-        if trained_ids != configured:
-            raise ModelError(
-                f"project '{pid}' was trained with sources {', '.join(trained_ids)} but is "
-                f"configured with {', '.join(configured)}; retrain '{pid}'"
-            )
-    elif project.projects is None:
-        raise KuoroError(f"fusion project '{pid}' needs the configuration of its sources")
-    sources = []
-    for i, sid in enumerate(configured):
-        if project.projects is not None and sid in project.projects:
-            config = project.projects[sid]
-        else:
-            config = config_from_dict(saved[i]["config"])
-        source = Project(config, project.datadir)
-        if not source.is_trained:
-            cls = ModelError if manifest is not None else KuoroError
-            raise cls(
-                f"source '{sid}' of fusion project '{pid}' is not trained yet; train it first "
-                f"with: kuoro train {sid}" + (f", then retrain '{pid}'" if manifest else "")
-            )
-        if manifest is not None and model_fingerprint(source) != saved[i]["fingerprint"]:
-            raise ModelError(
-                f"source '{sid}' was retrained after this model was trained (or its top_k "
-                f"changed); retrain '{pid}'"
-            )
-        sources.append(source)
-    return sources
-
-
-def _load_model(
-    project: Project, version_dir: Path, manifest: Mapping[str, Any]
-) -> tuple[nn.Module, np.ndarray]:
-    """The trained torch model and its concept prior counts."""
+def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str, Any]) -> nn.Module:
+    """The trained torch model, in eval mode."""
     pid = project.project_id
     spec = manifest["model"]
     try:
@@ -293,14 +241,12 @@ def _load_model(
         )
         state = torch.load(version_dir / WEIGHTS, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-        with np.load(version_dir / PRIOR, allow_pickle=False) as prior:
-            counts = np.asarray(prior["counts"], dtype=np.int64)
     except Exception as exc:  # a damaged file, or one written by an incompatible version
         raise ModelError(
             f"project '{pid}': cannot load the fusion model in {version_dir}: {exc}; "
             f"retrain '{pid}'"
         ) from exc
-    return model.eval(), counts
+    return model.eval()
 
 
 def _original_store(
@@ -370,6 +316,8 @@ def _save(
 
     def write_files(directory: Path) -> None:
         torch.save(model.state_dict(), directory / WEIGHTS)
+        # What suggesting reads: the same model as numpy arrays, so that it needs no torch.
+        NumpyFusion.from_arrays(export_arrays(model)).save(directory / NUMPY)
         np.savez(directory / PRIOR, counts=info.prior_counts)
         np.savez(
             directory / SPLIT, train=info.train_positions, validation=info.validation_positions
@@ -387,23 +335,3 @@ def _save(
     )
     log.info("%s", report)
     return TrainingSummary(len(store), seconds, model_dir, report)
-
-
-def config_dict(config: ProjectConfig) -> dict[str, Any]:
-    """A source project's configuration as JSON, saved with a fusion model that uses it."""
-    return {
-        "project_id": config.project_id,
-        "name": config.name,
-        "language": config.language,
-        "vocab": config.vocab,
-        "backend": config.backend,
-        "analyzer": config.analyzer,
-        "limit": config.limit,
-        "access": config.access,
-        "allow_learn": config.allow_learn,
-        "params": dict(config.params),
-    }
-
-
-def config_from_dict(data: Mapping[str, Any]) -> ProjectConfig:
-    return ProjectConfig(**{**data, "params": dict(data["params"]), "sources": ()})

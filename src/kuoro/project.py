@@ -187,7 +187,7 @@ class Project:
         version_dir, manifest = read_model(self.model_dir, self.project_id)
         self._check_manifest(manifest)
         if self.config.kind == "fusion":
-            from kuoro.fusion_project import load_fusion
+            from kuoro.fusion_loader import load_fusion
 
             return load_fusion(self, version_dir, manifest)
         # The model is what was trained: its analyzer and learnt-state parameters win over a

@@ -126,6 +126,12 @@ class MemberEnsemble(nn.Module):
         self.seeds = seeds
 
     @property
+    def template(self) -> nn.Module:
+        """The members' module: their code and settings, on the meta device (no weights)."""
+        model: nn.Module = self._skeleton[0].model
+        return model
+
+    @property
     def n_members(self) -> int:
         return len(self.seeds)
 

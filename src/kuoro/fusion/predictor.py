@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-from torch import Tensor, nn
 
-from kuoro.fusion.candidates import ConceptPrior, build_candidates
-from kuoro.fusion.tensors import to_batch
+from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates
+from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.sources.base import Suggester
 
 
 class FusionPredictor:
     """A trained fusion model with its sources: ``suggest`` like a source does.
 
-    Each row keeps the document's ``keep`` best candidates (however many the caller's
-    ``limit`` later shows), over the ``n_concepts`` the model was trained with.
+    ``model`` is a ``NumpyFusion`` (serving: no torch) or a torch fusion model. Each row keeps
+    the document's ``keep`` best candidates (however many the caller's ``limit`` later shows),
+    over the ``n_concepts`` the model was trained with.
     """
 
     def __init__(
         self,
         sources: Sequence[Suggester],
-        model: nn.Module,
+        model: Any,
         prior: ConceptPrior,
         *,
         n_concepts: int,
@@ -32,32 +32,51 @@ class FusionPredictor:
         keep: int = 100,
     ) -> None:
         self.sources = list(sources)
-        self.model = model.eval()
+        self.model = model if isinstance(model, NumpyFusion) else model.eval()
         self.prior = prior
         self.n_concepts = n_concepts
         self.top_k = top_k
         self.keep = keep
 
-    def suggest(
+    def source_rows(
         self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
-    ) -> sp.csr_matrix:
-        n = len(texts)
+    ) -> list[sp.csr_matrix]:
+        """Each source's suggestions for the texts, cut to the concepts the model knows."""
         # Concepts appended to the vocabulary after training are unknown to the model.
-        rows = [
+        return [
             sp.csr_matrix(s.suggest(texts, document_ids))[:, : self.n_concepts]
             for s in self.sources
         ]
+
+    def fuse(self, rows: Sequence[sp.csr_matrix]) -> sp.csr_matrix:
+        """The fused suggestions for the sources' rows of a batch of documents."""
+        n = rows[0].shape[0] if rows else 0
         candidates = build_candidates(rows, None, self.prior, top_k=self.top_k)
-        with torch.no_grad():
-            scores: Tensor = self.model.predict_scores(to_batch(candidates))  # type: ignore[operator]
         return top_rows(
             candidates.documents(),
             candidates.concepts,
-            scores.numpy().astype(np.float32),
+            self.candidate_scores(candidates),
             n,
             self.n_concepts,
             self.keep,
         )
+
+    def candidate_scores(self, candidates: Candidates) -> np.ndarray:
+        """(m,) float32 the model's score of each candidate."""
+        if isinstance(self.model, NumpyFusion):
+            return self.model.predict_scores(candidates)
+        import torch
+
+        from kuoro.fusion.tensors import to_batch
+
+        with torch.no_grad():
+            scores = self.model.predict_scores(to_batch(candidates))
+        return np.asarray(scores.numpy(), dtype=np.float32)
+
+    def suggest(
+        self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
+    ) -> sp.csr_matrix:
+        return self.fuse(self.source_rows(texts, document_ids))
 
 
 def top_rows(

@@ -1,0 +1,600 @@
+"""Trained fusion models as plain numpy arrays: scoring candidates without importing torch.
+
+``export_arrays`` turns a trained model (``MeanFusion``, ``LinearFusion``, ``KuoroFusion``, or a
+``MemberEnsemble`` of one of them) into named arrays, with metadata arrays (format, version,
+family, member count, the constants of the math, the feature columns) that make a saved
+``.npz`` file self-describing. ``NumpyFusion`` reads them back, checks every key, dtype and
+shape, and computes what the torch model's ``predict_scores`` computes in eval mode (dropout
+off), vectorised over all candidates of a batch and all members at once, in float32.
+
+Every parameter array has a leading member dimension (1 for a single model); members average
+their scores, not their logits, as ``MemberEnsemble.predict_scores`` does. Torch is imported by
+``export_arrays`` alone, so that serving a saved model never loads it.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from dataclasses import replace
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from kuoro.atomic import atomic_write
+from kuoro.errors import ModelError
+from kuoro.fusion.candidates import Candidates, feature_names
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+FORMAT = "kuoro-fusion-numpy"
+FORMAT_VERSION = 1
+# Tensors a model holds that do not take part in its predictions.
+TRAINING_ONLY = frozenset({"concept_l2"})
+
+# Activations per block of the MLP (float32: 1 MiB), so that they stay in the CPU's L2 cache.
+MLP_BLOCK = 2**18
+
+# Size names of array dimensions, bound by the first array that has them.
+MEMBERS, SOURCES, CONCEPTS = "members", "sources", "concepts"
+
+
+# --- numerics, float32 in, float32 out --------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) without overflow: exp only ever sees -|x|."""
+    e = np.exp(-np.abs(x))
+    return np.asarray(np.where(x >= 0, 1 / (1 + e), e / (1 + e)))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis; -inf entries get 0 (each row needs one finite entry)."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
+
+
+def _logit(p: np.ndarray, eps: np.float32) -> np.ndarray:
+    """log(p / (1 - p)) of p clamped to [eps, 1 - eps], as ``torch.logit(p, eps)``."""
+    p = np.clip(p, eps, np.float32(1) - eps)
+    return np.asarray(np.log(p / (1 - p)))
+
+
+def _keep_top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    """The k largest of each row, the rest -inf. Ties go to the lower index (torch leaves
+    them unspecified; a trained gate has none)."""
+    order = np.argsort(-logits, axis=-1, kind="stable")
+    keep = np.zeros(logits.shape, bool)
+    np.put_along_axis(keep, order[..., :k], True, axis=-1)
+    return np.where(keep, logits, np.float32(-np.inf))
+
+
+# --- reading arrays with checks ---------------------------------------------------------------
+
+
+def _bad(detail: str) -> ModelError:
+    return ModelError(f"damaged or incompatible fusion model: {detail}")
+
+
+class _Reader:
+    """Takes arrays out of a mapping, checking dtype and shape; named sizes bind on first use."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self._arrays = arrays
+        self._unread = set(arrays)
+        self.sizes: dict[str, int] = {}
+        self._bound_by: dict[str, str] = {}  # size name → the array that set it
+
+    def _take(self, key: str, kinds: str, dims: tuple[str | int, ...]) -> np.ndarray:
+        if key not in self._arrays:
+            raise _bad(f"the array {key!r} is missing")
+        self._unread.discard(key)
+        array = np.asarray(self._arrays[key])
+        if array.dtype.kind not in kinds:
+            raise _bad(f"the array {key!r} holds {array.dtype}")
+        if array.ndim == len(dims):
+            for d, n in zip(dims, array.shape, strict=True):
+                if isinstance(d, str) and d not in self.sizes:
+                    self.bind(d, n, key)
+        expected = [self.sizes[d] if isinstance(d, str) else d for d in dims]
+        if array.ndim != len(dims) or list(array.shape) != expected:
+            spelled = ", ".join(
+                f"{d}={self.sizes[d]}" if isinstance(d, str) else str(d) for d in dims
+            )
+            others = sorted({self._bound_by[d] for d in dims if isinstance(d, str)} - {key})
+            agree = f" to agree with {', '.join(map(repr, others))}" if others else ""
+            raise _bad(f"the array {key!r} has shape {array.shape}, expected ({spelled}){agree}")
+        return array
+
+    def bind(self, name: str, size: int, key: str) -> None:
+        """Fix a named size, as given by the array ``key``."""
+        self.sizes[name], self._bound_by[name] = size, key
+
+    def floats(self, key: str, *dims: str | int) -> np.ndarray:
+        array = self._take(key, "f", dims).astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            raise _bad(f"the array {key!r} holds NaN or infinite values")
+        return array
+
+    def indices(self, key: str, *dims: str | int, below: int) -> np.ndarray:
+        array = self._take(key, "iu", dims).astype(np.int64, copy=False)
+        if array.size and not (array.min() >= 0 and array.max() < below):
+            raise _bad(f"the array {key!r} holds values outside [0, {below})")
+        return array
+
+    def integer(self, key: str, low: int = 0, high: int | None = None) -> int:
+        value = int(self._take(key, "iu", ()))
+        if value < low or (high is not None and value > high):
+            raise _bad(f"{key} = {value}, outside [{low}, {'∞' if high is None else high}]")
+        return value
+
+    def number(self, key: str) -> float:
+        return float(self.floats(key))
+
+    def text(self, key: str) -> str:
+        return str(self._take(key, "U", ()))
+
+    def texts(self, key: str, *dims: str | int) -> list[str]:
+        return [str(t) for t in self._take(key, "U", dims)]
+
+    def finish(self) -> None:
+        """Refuse arrays no reader took: they are parts of a model this code cannot run."""
+        if self._unread:
+            raise _bad(f"unknown arrays {', '.join(sorted(self._unread))}")
+
+
+# --- the families: arrays and math, N members at once -----------------------------------------
+
+
+class _Family:
+    """One model family's arrays and forward pass; every output has the members first."""
+
+    name: ClassVar[str]
+    n_members: int
+    n_sources: int
+    n_features: int | None = None  # the feature columns it reads, if it reads features
+    n_concepts: int | None = None  # the rows of its per-concept tables, if it has any
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def logits(self, c: Candidates) -> np.ndarray:
+        """(N, m) each member's logits."""
+        raise NotImplementedError
+
+    def scores(self, c: Candidates) -> np.ndarray:
+        """(N, m) each member's scores in [0, 1]."""
+        return _sigmoid(self.logits(c))
+
+
+class _Mean(_Family):
+    """The weighted mean of the sources' scores (``MeanFusion``)."""
+
+    name = "mean"
+
+    def __init__(self, weights: np.ndarray) -> None:
+        self.weights = weights  # (N, S), rows sum to 1
+        self.n_members, self.n_sources = weights.shape
+
+    @classmethod
+    def read(cls, r: _Reader) -> _Mean:
+        return cls(r.floats("weights", MEMBERS, SOURCES))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights}
+
+    def scores(self, c: Candidates) -> np.ndarray:
+        return np.asarray(self.weights @ c.scores.T)
+
+
+class _Linear(_Family):
+    """sigmoid(scale · (Σ_s W[c, s] · log1p(score_s) + b[c] + b)) (``LinearFusion``)."""
+
+    name = "linear"
+
+    def __init__(
+        self,
+        output_scale: float,
+        source_weight: np.ndarray,
+        concept_bias: np.ndarray,
+        bias: np.ndarray,
+    ) -> None:
+        self.output_scale = np.float32(output_scale)
+        self.source_weight = source_weight  # (N, V, S)
+        self.concept_bias = concept_bias  # (N, V)
+        self.bias = bias  # (N,)
+        self.n_members, self.n_concepts, self.n_sources = source_weight.shape
+
+    @classmethod
+    def read(cls, r: _Reader) -> _Linear:
+        return cls(
+            r.number("output_scale"),
+            r.floats("source_weight", MEMBERS, CONCEPTS, SOURCES),
+            r.floats("concept_bias", MEMBERS, CONCEPTS),
+            r.floats("bias", MEMBERS),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "output_scale": np.asarray(self.output_scale, np.float64),
+            "source_weight": self.source_weight,
+            "concept_bias": self.concept_bias,
+            "bias": self.bias,
+        }
+
+    def logits(self, c: Candidates) -> np.ndarray:
+        weights = self.source_weight[:, c.concepts]  # (N, m, S)
+        z = (np.log1p(c.scores) * weights).sum(-1) + self.concept_bias[:, c.concepts]
+        return np.asarray(self.output_scale * (z + self.bias[:, None]))
+
+
+class _Kuoro(_Family):
+    """The gated, calibrated mean plus an MLP and a per-concept correction (``KuoroFusion``).
+
+    logit = a · logit(Σ_s g_s · score_s) + b + mlp(features, mean) + c[concept]; one method
+    per term, so that a new term is one method and one line in ``logits``.
+    """
+
+    name = "kuoro"
+
+    def __init__(
+        self,
+        *,
+        feature_columns: list[str],
+        gate_top_k: int,
+        logit_eps: float,
+        gate_prior: np.ndarray,
+        gate_weight: np.ndarray,
+        gate_columns: np.ndarray,
+        count_columns: np.ndarray,
+        log_scale: np.ndarray,
+        shift: np.ndarray,
+        mlp: list[tuple[np.ndarray, np.ndarray]],
+        concept_bias: np.ndarray,
+    ) -> None:
+        self.feature_columns = feature_columns
+        self.gate_top_k = gate_top_k
+        self.logit_eps = np.float32(logit_eps)
+        self.gate_prior = gate_prior  # (N, S)
+        self.gate_weight = gate_weight  # (N, S, G) over the G document columns the gate reads
+        self.gate_columns = gate_columns  # (G,) those columns
+        self.count_columns = count_columns  # (S,) each source's "count" column
+        self.log_scale = log_scale  # (N,)
+        self.shift = shift  # (N,)
+        self.mlp = mlp  # (weight (N, out, in), bias (N, out)) per linear layer, ReLU between
+        self.concept_bias = concept_bias  # (N, V)
+        self.n_members, self.n_sources = gate_prior.shape
+        self.n_features = len(feature_columns)
+        self.n_concepts = concept_bias.shape[1]
+        # Laid out for ``x @ w`` once here rather than transposed at every call.
+        self._gate_w = np.ascontiguousarray(gate_weight.transpose(0, 2, 1))  # (N, G, S)
+        first_w = mlp[0][0]
+        self._first_features = np.ascontiguousarray(first_w[:, :, :-1].transpose(0, 2, 1))
+        self._first_mean = np.ascontiguousarray(first_w[:, :, -1])  # (N, H) weight of the mean
+        self._later = [(np.ascontiguousarray(w.transpose(0, 2, 1)), b) for w, b in mlp[1:]]
+        self._widest = max(w.shape[1] for w, _ in mlp)
+
+    @classmethod
+    def read(cls, r: _Reader) -> _Kuoro:
+        gate_prior = r.floats("gate_prior", MEMBERS, SOURCES)
+        n_sources = r.sizes[SOURCES]
+        columns = r.texts("feature_names", "features")
+        expected = list(feature_names(n_sources))
+        if columns != expected:
+            differ = sorted(set(columns) ^ set(expected)) or ["their order"]
+            raise _bad(
+                f"the model reads other feature columns than this Kuoro computes "
+                f"(differing: {', '.join(differ[:5])})"
+            )
+        n_features = len(columns)
+        n_layers = r.integer("mlp_layers", low=1)
+        mlp: list[tuple[np.ndarray, np.ndarray]] = []
+        inputs = n_features + 1  # the first layer also reads the gated mean
+        for i in range(n_layers):
+            outputs: str | int = 1 if i == n_layers - 1 else f"hidden{i}"
+            weight = r.floats(f"mlp_weight_{i}", MEMBERS, outputs, inputs)
+            mlp.append((weight, r.floats(f"mlp_bias_{i}", MEMBERS, outputs)))
+            inputs = weight.shape[1]
+        return cls(
+            feature_columns=columns,
+            gate_top_k=r.integer("gate_top_k", high=n_sources),
+            logit_eps=r.number("logit_eps"),
+            gate_prior=gate_prior,
+            gate_weight=r.floats("gate_weight", MEMBERS, SOURCES, "gate inputs"),
+            gate_columns=r.indices("gate_columns", "gate inputs", below=n_features),
+            count_columns=r.indices("count_columns", SOURCES, below=n_features),
+            log_scale=r.floats("log_scale", MEMBERS),
+            shift=r.floats("shift", MEMBERS),
+            mlp=mlp,
+            concept_bias=r.floats("concept_bias", MEMBERS, CONCEPTS),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        arrays = {
+            "feature_names": np.asarray(self.feature_columns),
+            "gate_top_k": np.asarray(self.gate_top_k, np.int64),
+            "logit_eps": np.asarray(self.logit_eps, np.float64),
+            "gate_prior": self.gate_prior,
+            "gate_weight": self.gate_weight,
+            "gate_columns": self.gate_columns,
+            "count_columns": self.count_columns,
+            "log_scale": self.log_scale,
+            "shift": self.shift,
+            "mlp_layers": np.asarray(len(self.mlp), np.int64),
+            "concept_bias": self.concept_bias,
+        }
+        for i, (weight, bias) in enumerate(self.mlp):
+            arrays[f"mlp_weight_{i}"] = weight
+            arrays[f"mlp_bias_{i}"] = bias
+        return arrays
+
+    def gate_weights(self, c: Candidates) -> np.ndarray:
+        """(N, n_docs, S) each document's gate over the sources; rows sum to 1."""
+        # The gate's columns are the same for every candidate of a document: read its first.
+        first = np.minimum(c.doc_offsets[:-1], len(c.concepts) - 1)
+        doc_features = c.features[first]
+        logits = self.gate_prior[:, None, :] + doc_features[:, self.gate_columns] @ self._gate_w
+        # A source that suggested nothing for a document gets no gate there; the guard is
+        # for documents without candidates, where every source is silent.
+        silent = doc_features[:, self.count_columns] <= 0
+        silent &= ~silent.all(axis=-1, keepdims=True)
+        logits = np.where(silent, np.float32(-np.inf), logits)
+        if self.gate_top_k:
+            logits = _keep_top_k(logits, self.gate_top_k)
+        return _softmax(logits)
+
+    def gated_mean(self, c: Candidates) -> np.ndarray:
+        """(N, m) the gated weighted mean of each candidate's source scores."""
+        gate = self.gate_weights(c)[:, c.documents()]  # (N, m, S)
+        return np.asarray((gate * c.scores).sum(-1))
+
+    def calibrated(self, mean: np.ndarray) -> np.ndarray:
+        """(N, m) a · logit(mean) + b."""
+        scale = np.exp(self.log_scale)[:, None]
+        return np.asarray(_logit(mean, self.logit_eps) * scale + self.shift[:, None])
+
+    def mlp_correction(self, c: Candidates, mean: np.ndarray) -> np.ndarray:
+        """(N, m) the MLP over [features, mean], a block of candidates at a time: their
+        activations then stay in the CPU's cache, which halves the time of large batches."""
+        out = np.empty(mean.shape, np.float32)
+        block = max(MLP_BLOCK // (self.n_members * self._widest), 1)
+        for start in range(0, mean.shape[1], block):
+            rows = slice(start, start + block)
+            out[:, rows] = self._mlp(c.features[rows], mean[:, rows])
+        return out
+
+    def _mlp(self, features: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        # The mean's column is added apart, so that the features' product is one matmul
+        # shared by all members, with no concatenation.
+        first_bias = self.mlp[0][1]
+        h = features @ self._first_features  # (N, rows, H)
+        h += mean[:, :, None] * self._first_mean[:, None, :] + first_bias[:, None, :]
+        for weight, bias in self._later:
+            h = np.maximum(h, 0) @ weight + bias[:, None, :]
+        return np.asarray(h[:, :, 0])
+
+    def concept_correction(self, c: Candidates) -> np.ndarray:
+        """(N, m) the per-concept bias."""
+        return np.asarray(self.concept_bias[:, c.concepts])
+
+    def logits(self, c: Candidates) -> np.ndarray:
+        mean = self.gated_mean(c)
+        logits: np.ndarray = (
+            self.calibrated(mean) + self.mlp_correction(c, mean) + self.concept_correction(c)
+        )
+        return logits
+
+
+_FAMILIES: dict[str, type[_Mean] | type[_Linear] | type[_Kuoro]] = {
+    f.name: f for f in (_Mean, _Linear, _Kuoro)
+}
+
+
+# --- the public model -------------------------------------------------------------------------
+
+
+class NumpyFusion:
+    """A trained fusion model in numpy: the torch model's ``predict_scores``, without torch."""
+
+    def __init__(self, family: _Family) -> None:
+        self._family = family
+
+    @property
+    def family(self) -> str:
+        return self._family.name
+
+    @property
+    def n_members(self) -> int:
+        return self._family.n_members
+
+    @property
+    def n_sources(self) -> int:
+        return self._family.n_sources
+
+    @property
+    def n_concepts(self) -> int | None:
+        """The concept ids it knows (0 … n - 1); None for the mean, which knows any."""
+        return self._family.n_concepts
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> NumpyFusion:
+        """Check arrays from ``export_arrays`` (or a file) and build the model; ModelError
+        names what is missing, malformed or unknown."""
+        r = _Reader(arrays)
+        if "format" not in arrays or r.text("format") != FORMAT:
+            raise _bad(f"not a {FORMAT} model")
+        version = r.integer("format_version")
+        if version != FORMAT_VERSION:
+            raise _bad(
+                f"format version {version}, but this Kuoro reads version {FORMAT_VERSION}; "
+                "train or export the model again"
+            )
+        name = r.text("family")
+        if name not in _FAMILIES:
+            raise _bad(f"unknown family {name!r}; known: {', '.join(_FAMILIES)}")
+        r.bind(MEMBERS, r.integer("n_members", low=1), "n_members")
+        family = _FAMILIES[name].read(r)
+        r.finish()
+        return cls(family)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays ``from_arrays`` reads: metadata and parameters."""
+        return {
+            "format": np.asarray(FORMAT),
+            "format_version": np.asarray(FORMAT_VERSION, np.int64),
+            "family": np.asarray(self.family),
+            "n_members": np.asarray(self.n_members, np.int64),
+            **self._family.arrays(),
+        }
+
+    def save(self, path: Path) -> None:
+        """Write an uncompressed ``.npz`` atomically (uncompressed: it loads faster)."""
+        with atomic_write(path) as out:
+            arrays: dict[str, Any] = self.to_arrays()  # (typed so: savez's own keywords)
+            np.savez(out, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> NumpyFusion:
+        """Read a file written by ``save``; ModelError if it is missing, damaged or foreign."""
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ModelError(f"{path}: not a fusion model file (one array, not a .npz)")
+            with loaded as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except FileNotFoundError as exc:
+            raise ModelError(f"{path}: no fusion model file there") from exc
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ModelError(f"{path}: damaged fusion model file ({exc})") from exc
+        try:
+            return cls.from_arrays(arrays)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from exc
+
+    def member_scores(self, candidates: Candidates) -> np.ndarray:
+        """(N, m) each member's float32 scores in [0, 1]."""
+        c = self._checked(candidates)
+        if len(c.concepts) == 0:
+            return np.zeros((self.n_members, 0), np.float32)
+        return self._family.scores(c)
+
+    def predict_scores(self, candidates: Candidates) -> np.ndarray:
+        """(m,) float32 scores in [0, 1]: the members' scores, averaged."""
+        return np.asarray(self.member_scores(candidates).mean(axis=0), dtype=np.float32)
+
+    def _checked(self, c: Candidates) -> Candidates:
+        """The candidates in the dtypes the math expects, after checking they fit the model."""
+        f = self._family
+        if c.scores.shape[1] != f.n_sources:
+            raise ModelError(
+                f"the fusion model was trained on {f.n_sources} sources, "
+                f"the candidates come from {c.scores.shape[1]}"
+            )
+        if f.n_features is not None and c.features.shape[1] != f.n_features:
+            raise ModelError(
+                f"the fusion model reads {f.n_features} features, "
+                f"the candidates have {c.features.shape[1]}"
+            )
+        if f.n_concepts is not None and len(c.concepts) and int(c.concepts.max()) >= f.n_concepts:
+            raise ModelError(
+                f"concept id {int(c.concepts.max())} is unknown to the fusion model, "
+                f"which was trained with {f.n_concepts} concepts"
+            )
+        if c.scores.dtype != np.float32 or c.features.dtype != np.float32:
+            c = replace(
+                c,
+                scores=c.scores.astype(np.float32),
+                features=c.features.astype(np.float32),
+            )
+        return c
+
+
+# --- export from torch ------------------------------------------------------------------------
+
+
+def export_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """The arrays of a trained torch fusion model, for ``NumpyFusion.from_arrays``; they
+    predict as the model does in eval mode, whatever its mode now.
+
+    Raises TypeError for a model that is no fusion model, and ValueError for one holding a
+    tensor this export does not know (a new component: extend this module for it).
+    """
+    import torch
+    from torch import nn
+
+    from kuoro.fusion.members import MemberEnsemble
+    from kuoro.fusion.models import (
+        LINEAR_OUTPUT_SCALE,
+        LOGIT_EPS,
+        KuoroFusion,
+        LinearFusion,
+        MeanFusion,
+    )
+
+    tensors: dict[str, Tensor]
+    if isinstance(model, MemberEnsemble):
+        # The members' code, with their tensors on "meta"; read for its class and settings.
+        template: nn.Module = model.template
+        stacked = chain(model.stacked.named_parameters(), model.stacked.named_buffers())
+        # Undo members._key: the stacked names are the member's with "." spelt "__".
+        tensors = {name.replace("__", "."): t for name, t in stacked}
+    else:
+        template = model
+        named = chain(model.named_parameters(), model.named_buffers())
+        tensors = {name: t[None] for name, t in named}
+
+    used: set[str] = set()
+
+    def take(name: str, dtype: torch.dtype = torch.float32) -> np.ndarray:
+        used.add(name)
+        array: np.ndarray = tensors[name].detach().to("cpu", dtype).numpy().copy()
+        return array
+
+    if isinstance(template, MeanFusion):
+        family: _Family = _Mean(take("weights"))
+    elif isinstance(template, LinearFusion):
+        family = _Linear(
+            LINEAR_OUTPUT_SCALE,
+            take("source_weight.weight"),
+            take("concept_bias.weight")[:, :, 0],
+            take("bias"),
+        )
+    elif isinstance(template, KuoroFusion):
+        kinds = [type(m).__name__ for m in template.mlp if not isinstance(m, nn.Dropout)]
+        n_layers = sum(isinstance(m, nn.Linear) for m in template.mlp)
+        if kinds != ["Linear"] + ["ReLU", "Linear"] * (n_layers - 1):
+            raise ValueError(f"export_arrays knows MLPs of Linear and ReLU layers, not {kinds}")
+        mlp = [
+            (take(f"mlp.{i}.weight"), take(f"mlp.{i}.bias"))
+            for i, m in enumerate(template.mlp)
+            if isinstance(m, nn.Linear)
+        ]
+        n_sources = tensors["gate_prior"].shape[1]
+        gate_columns = take("gate_columns", torch.int64)[0]  # the same for every member
+        per_document = len(gate_columns) // n_sources
+        family = _Kuoro(
+            feature_columns=list(feature_names(n_sources)),
+            gate_top_k=template.gate_top_k,
+            logit_eps=LOGIT_EPS,
+            gate_prior=take("gate_prior"),
+            gate_weight=take("gate.weight"),
+            gate_columns=gate_columns,
+            count_columns=gate_columns.reshape(n_sources, per_document)[:, template.count_offset],
+            log_scale=take("log_scale"),
+            shift=take("shift"),
+            mlp=mlp,
+            concept_bias=take("concept_bias.weight")[:, :, 0],
+        )
+    else:
+        raise TypeError(f"export_arrays cannot export a {type(template).__name__}")
+
+    unknown = set(tensors) - used - TRAINING_ONLY
+    if unknown:
+        raise ValueError(
+            f"export_arrays does not know the {type(template).__name__} tensors "
+            f"{', '.join(sorted(unknown))}: the numpy model would ignore them"
+        )
+    return NumpyFusion(family).to_arrays()
