@@ -20,6 +20,7 @@ from kuoro.cli_indexing import (
     train_command,
 )
 from kuoro.cli_learn import learn_command
+from kuoro.cli_tuning import hyperopt_command, report_command
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
 
@@ -224,6 +225,8 @@ for _command in (
     index_command,
     eval_command,
     optimize_command,
+    hyperopt_command,
+    report_command,
 ):
     cli.add_command(_command)
 

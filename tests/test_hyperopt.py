@@ -1,0 +1,298 @@
+"""`kuoro hyperopt`: Optuna search over a fusion project's hyperparameters on the cached store."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from kuoro.backends import validate_params
+from kuoro.cli import cli, main
+from kuoro.cli_tuning import hyperopt_command
+from kuoro.config import load_projects
+from kuoro.datadir import DataDir
+from kuoro.errors import KuoroError
+from kuoro.hyperopt import (
+    BASELINE,
+    PruningCallback,
+    default_storage,
+    format_toml_snippet,
+    run_hyperopt,
+    search_space,
+)
+from kuoro.project import Project
+from kuoro.training.callbacks import TrainingState
+
+from conftest import SHARED_DATA, requires_shared_data
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+pytestmark = [requires_shared_data, pytest.mark.usefixtures("torch_one_thread")]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+if "hyperopt" not in cli.commands:  # until cli.py registers it
+    cli.add_command(hyperopt_command)
+
+ARCH = SHARED_DATA / "archaeology"
+FUSION_DOCS = 1200
+PROJECTS = """
+[tfidf-stem]
+language = "fi"
+vocab = "arch"
+backend = "tfidf"
+analyzer = "snowball(finnish)"
+min_df = 1
+
+[tfidf-words]
+language = "fi"
+vocab = "arch"
+backend = "tfidf"
+min_df = 2
+ngram_max = 2
+
+[fusion-kuoro]
+language = "fi"
+vocab = "arch"
+backend = "kuoro"
+sources = "tfidf-stem,tfidf-words"
+max_epochs = 2
+hidden_size = 16
+batch_size = 128
+weight_decay = 0.0
+
+[fusion-linear]
+language = "fi"
+vocab = "arch"
+backend = "linear"
+sources = "tfidf-stem,tfidf-words"
+max_epochs = 2
+
+[fusion-mean]
+language = "fi"
+vocab = "arch"
+backend = "mean"
+sources = "tfidf-stem,tfidf-words"
+"""
+
+
+def kuoro(work: Path, *args: str) -> list[str]:
+    return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two trained tfidf sources; fusion-kuoro trained (so its store is filled)."""
+    work = tmp_path_factory.mktemp("hyperopt")
+    (work / "projects.toml").write_text(PROJECTS, encoding="utf-8")
+    lines = (ARCH / "documents.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (work / "fusion.tsv").write_text("".join(lines[:FUSION_DOCS]), encoding="utf-8")
+    (work / "sources.tsv").write_text("".join(lines[FUSION_DOCS:]), encoding="utf-8")
+    assert (
+        main(kuoro(work, "load-vocab", "arch", str(ARCH / "yso-archaeology.ttl"), "-l", "fi")) == 0
+    )
+    for source in ("tfidf-stem", "tfidf-words"):
+        assert main(kuoro(work, "train", source, str(work / "sources.tsv"))) == 0
+    return work
+
+
+def open_project(work: Path, project_id: str) -> Project:
+    projects = load_projects(work / "projects.toml")
+    return Project(projects[project_id], DataDir(work / "data"), projects)
+
+
+def configured(project: Project) -> dict[str, object]:
+    """The project's table of projects.toml as validate_params reads it."""
+    sources = [ref.project_id for ref in project.config.sources]
+    return {**project.config.params, "sources": sources}
+
+
+def search(work: Path, project: Project, storage: Path, **kwargs: Any) -> Any:
+    return run_hyperopt(project, [work / "fusion.tsv"], storage=storage, device="cpu", **kwargs)
+
+
+def load(storage: Path, project_id: str) -> optuna.Study:
+    return optuna.load_study(study_name=project_id, storage=f"sqlite:///{storage}")
+
+
+def test_baseline_is_the_configured_training_and_search_resumes(
+    workspace: Path, tmp_path: Path
+) -> None:
+    project = open_project(workspace, "fusion-kuoro")
+    project.train([workspace / "fusion.tsv"], device="cpu")
+    trained = project.last_fit
+    assert trained is not None
+    storage = tmp_path / "search.sqlite3"
+
+    first = search(workspace, project, storage, trials=2)
+    assert (first.complete + first.pruned, first.trials_run) == (2, 2)
+    study = load(storage, "fusion-kuoro")
+    baseline = study.trials[0]
+    assert baseline.user_attrs[BASELINE] is True
+    configured = dict(project.config.params)
+    # weight_decay 0 cannot lie on a log scale: it enters at the range's floor.
+    floor = search_space(project)["weight_decay"].low  # type: ignore[attr-defined]
+    assert baseline.params == {
+        **{k: configured[k] for k in baseline.params},
+        "weight_decay": floor,
+    }
+    # Same split, same seed: the baseline trial scores what `kuoro train` reported (up to the
+    # weight decay floor, far below anything that moves nDCG in two epochs).
+    assert baseline.value == pytest.approx(trained.metrics["ndcg@10"], abs=2e-3)
+    assert first.baseline_value == baseline.value
+    assert first.baseline_params == baseline.params
+
+    # A second run continues the study: the first trials stay, one more is added.
+    before = [(t.number, t.params, t.value) for t in study.trials]
+    second = search(workspace, project, storage, trials=3)
+    assert second.trials_run == 1 and second.complete + second.pruned == 3
+    study = load(storage, "fusion-kuoro")
+    assert [(t.number, t.params, t.value) for t in study.trials[:2]] == before
+    assert len(study.trials) == 3
+    assert sum(1 for t in study.trials if t.user_attrs.get(BASELINE)) == 1
+    # The search drew something new, not the first run's draw over again.
+    assert study.trials[2].params != study.trials[1].params
+    # Asking for no more than it has runs nothing.
+    assert search(workspace, project, storage, trials=3).trials_run == 0
+
+    # Importances need two completed trials; they cover the searched parameters.
+    assert second.complete >= 2
+    assert set(second.importances) <= set(search_space(project))
+    assert second.importances and math.isclose(sum(second.importances.values()), 1.0)
+    best = max(t.value for t in study.trials if t.state == TrialState.COMPLETE)
+    assert second.best_value == best and second.best_value >= second.baseline_value
+
+
+def test_pruned_trials_stop_early_and_the_baseline_is_never_pruned(
+    workspace: Path, tmp_path: Path
+) -> None:
+    project = open_project(workspace, "fusion-kuoro")
+    storage = tmp_path / "pruned.sqlite3"
+    # nDCG never reaches 2: this pruner gives up on every trial at its first report.
+    pruner = optuna.pruners.ThresholdPruner(lower=2.0)
+    result = search(workspace, project, storage, trials=3, pruner=pruner)
+    assert (result.complete, result.pruned) == (1, 2)
+    assert result.baseline_value is not None and result.best_value == result.baseline_value
+    study = load(storage, "fusion-kuoro")
+    for trial in study.trials[1:]:
+        assert trial.state == TrialState.PRUNED
+        assert list(trial.intermediate_values) == [1]  # stopped after its first epoch
+    assert sorted(study.trials[0].intermediate_values) == [1, 2]
+    assert result.importances == {}  # one completed trial tells nothing
+
+
+class FakeTrial:
+    def __init__(self, prune: bool) -> None:
+        self.reports: list[tuple[float, int]] = []
+        self._prune = prune
+
+    def report(self, value: float, step: int) -> None:
+        self.reports.append((value, step))
+
+    def should_prune(self) -> bool:
+        return self._prune
+
+
+@pytest.mark.parametrize("prune", [True, False])
+def test_pruning_callback_reports_each_epoch(prune: bool) -> None:
+    trial = FakeTrial(prune=True)
+    callback = PruningCallback(trial, prune=prune)  # type: ignore[arg-type]
+    state = TrainingState(epoch=3, metrics={"ndcg@10": 0.5})
+    if prune:
+        with pytest.raises(optuna.TrialPruned, match="epoch 3"):
+            callback.on_epoch_end(None, state)  # type: ignore[arg-type]
+    else:
+        callback.on_epoch_end(None, state)  # type: ignore[arg-type]
+    assert trial.reports == [(0.5, 3)]
+    # Without a held-out score there is nothing to report or prune on.
+    callback.on_epoch_end(None, TrainingState(epoch=4))  # type: ignore[arg-type]
+    assert len(trial.reports) == 1
+
+
+def test_interrupted_trial_is_failed_and_replaced(workspace: Path, tmp_path: Path) -> None:
+    project = open_project(workspace, "fusion-linear")
+    storage = tmp_path / "killed.sqlite3"
+    search(workspace, project, storage, trials=1)
+    # A run killed mid-trial leaves the trial RUNNING in the storage.
+    load(storage, "fusion-linear").ask()
+    result = search(workspace, project, storage, trials=2)
+    assert (result.failed, result.trials_run, result.complete + result.pruned) == (1, 1, 2)
+    states = [t.state for t in load(storage, "fusion-linear").trials]
+    assert states.count(TrialState.RUNNING) == 0 and states.count(TrialState.FAIL) == 1
+
+
+def test_search_refuses_other_fixed_parameters(workspace: Path, tmp_path: Path) -> None:
+    project = open_project(workspace, "fusion-linear")
+    storage = tmp_path / "changed.sqlite3"
+    search(workspace, project, storage, trials=1)
+    params = {**project.config.params, "max_epochs": 3}
+    project.config = dataclasses.replace(project.config, params=params)
+    with pytest.raises(KuoroError, match=r"max_epochs 2 → 3.*--storage"):
+        search(workspace, project, storage, trials=2)
+
+
+def test_only_trainable_fusion_projects_are_searched(workspace: Path) -> None:
+    with pytest.raises(KuoroError, match="backend 'mean', which has no hyperparameters"):
+        search_space(open_project(workspace, "fusion-mean"))
+    with pytest.raises(KuoroError, match="is a source"):
+        search_space(open_project(workspace, "tfidf-stem"))
+    space = search_space(open_project(workspace, "fusion-kuoro"))
+    assert space["gate_top_k"].high == 2  # type: ignore[attr-defined]  # two sources
+    assert space["hidden_size"].low <= 16 <= space["hidden_size"].high  # type: ignore[attr-defined]
+
+
+def test_toml_snippet_parses_and_validates(workspace: Path) -> None:
+    project = open_project(workspace, "fusion-kuoro")
+    best = {
+        "learning_rate": 0.0031622776601683794,
+        "hidden_size": 94,
+        "dropout": 0.0,
+        "weight_decay": 1.2345e-07,
+        "concept_l2": 2.0,
+        "batch_size": 21,
+        "loss": "listwise",
+        "gate_top_k": 1,
+    }
+    snippet = format_toml_snippet("fusion-kuoro", best, comment="best of 3\ntrials")
+    parsed = tomllib.loads(snippet)
+    assert list(parsed) == ["fusion-kuoro"]
+    values = parsed["fusion-kuoro"]
+    assert values.keys() == best.keys()
+    for key, value in best.items():
+        assert type(values[key]) is type(value), key
+        if isinstance(value, float):
+            assert values[key] == pytest.approx(value, rel=1e-3), key
+        else:
+            assert values[key] == value, key
+    checked = validate_params("fusion-kuoro", "kuoro", {**configured(project), **values})
+    assert checked["loss"] == "listwise" and checked["concept_l2"] == 2.0
+    # An id that is no bare TOML key is quoted.
+    assert tomllib.loads(format_toml_snippet("yso fusion.fi", {"seed": 1})) == {
+        "yso fusion.fi": {"seed": 1}
+    }
+
+
+def test_cli_prints_scores_snippet_and_importances(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = str(workspace / "fusion.tsv")
+    capsys.readouterr()
+    assert main(kuoro(workspace, "hyperopt", "fusion-linear", corpus, "--trials", "3")) == 0
+    out = capsys.readouterr().out
+    project = open_project(workspace, "fusion-linear")
+    assert default_storage(project).is_file()
+    assert re.search(r"^configured parameters  held-out nDCG@10 0\.\d{4}$", out, re.M)
+    assert re.search(r"^best, trial \d +held-out nDCG@10 0\.\d{4} \([+-]0\.\d{4}\)$", out, re.M)
+    snippet = out[out.index("# best of 3 trials") : out.index("parameter importance")]
+    values = tomllib.loads(snippet)["fusion-linear"]
+    assert set(values) == {"learning_rate", "batch_size"}
+    validate_params("fusion-linear", "linear", {**configured(project), **values})
+    assert "  learning_rate  " in out and "  batch_size  " in out
