@@ -20,6 +20,7 @@ from kuoro.cli_indexing import (
     train_command,
 )
 from kuoro.cli_learn import learn_command
+from kuoro.cli_serve import serve_command
 from kuoro.cli_tuning import hyperopt_command, report_command
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
@@ -227,6 +228,7 @@ for _command in (
     optimize_command,
     hyperopt_command,
     report_command,
+    serve_command,
 ):
     cli.add_command(_command)
 
