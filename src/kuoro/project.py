@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import scipy.sparse as sp
 
 from kuoro.analyzers import Analyzer, make_analyzer
+from kuoro.backends import BACKENDS
 from kuoro.config import ProjectConfig, parse_analyzer
 from kuoro.corpus import Corpus
 from kuoro.datadir import DataDir
@@ -228,10 +229,16 @@ class Project:
                 f"'{self.vocabulary.name}' now assigns different concepts to those ids "
                 f"(fingerprint {self.vocabulary.prefix_fingerprint(size)}); retrain it"
             )
+        specs = BACKENDS[self.config.backend].params
+        trained_params = {
+            # A parameter added to Kuoro after this model was trained had its default then.
+            **{k: spec.default for k, spec in specs.items() if not spec.required},
+            **manifest["params"],
+        }
         changed = [
-            f"{key} {manifest['params'].get(key)!r} → {value!r}"
+            f"{key} {trained_params.get(key)!r} → {value!r}"
             for key, value in self.config.params.items()
-            if key not in _SUGGEST_TIME_PARAMS and manifest["params"].get(key) != value
+            if key not in _SUGGEST_TIME_PARAMS and trained_params.get(key) != value
         ]
         if self.config.kind == "source" and manifest.get("analyzer") != self.analyzer.spec:
             changed.append(f"analyzer {manifest.get('analyzer')} → {self.analyzer.spec}")
