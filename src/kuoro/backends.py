@@ -381,14 +381,6 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                     "pulls the per-concept corrections towards zero",
                     min=0,
                 ),
-                _int(
-                    "embedding_dim",
-                    0,
-                    "size of the concept embeddings that score how a candidate fits the "
-                    "document's other candidates (0 = off)",
-                    min=0,
-                    max=512,
-                ),
             ),
         )
     }

@@ -11,9 +11,8 @@ looked up by the batch's candidate concepts (``batch.concepts``, and nothing els
 * ``linear``: a sparse equivalent of Annif's PyTorch ensemble: per-concept × per-source weights
   on log1p(scores), per-concept and global bias, output sigmoid(20 · z).
 * ``kuoro``: the weighted mean with a per-document gate over the sources, calibrated, plus
-  residual corrections (a shared MLP over the candidate features, a per-concept bias, and the
-  candidate's fit with the document's other candidates through learnt concept embeddings)
-  that start at zero, so that an untrained model ranks exactly like ``mean``.
+  residual corrections (a shared MLP over the candidate features, a per-concept bias) that
+  start at zero, so that an untrained model ranks exactly like ``mean``.
 """
 
 from __future__ import annotations
@@ -176,17 +175,11 @@ def _keep_top_k(logits: Tensor, k: int) -> Tensor:
 class KuoroFusion(FusionModel):
     """The gated, calibrated weighted mean plus residual corrections that start at zero.
 
-    logit = a · logit(Σ_s g_s · score_s) + b + mlp(features, mean) + c[concept] + context, where
+    logit = a · logit(Σ_s g_s · score_s) + b + mlp(features, mean) + c[concept], where
     g = softmax over sources of (log w + linear(each source's top score, mass, count in the
     document)), a = exp(log_a). The gate is the configured weights until trained, the
-    calibration the identity, the last MLP layer, the concept table and the context map zero:
-    an untrained model ranks like ``MeanFusion`` (up to float rounding).
-
-    ``context`` (``embedding_dim`` > 0) is what a dense model learns from seeing every
-    suggestion of a document at once, which concepts go together, kept sparse: each concept
-    has an embedding e; a document's other candidates, weighted by their mean score, average
-    to r (the candidate itself left out); context = (M r) · e_candidate. Its cost is linear in
-    the candidates, as the rest of the model. A source that suggests nothing
+    calibration the identity, the last MLP layer and the concept table zero: an untrained
+    model ranks like ``MeanFusion`` (up to float rounding). A source that suggests nothing
     for a document gets no gate there (the others share its weight: the same ranking, better
     calibration).
     ``gate_top_k`` > 0 keeps each document's k largest gates (mixture-of-experts top-k).
@@ -206,7 +199,6 @@ class KuoroFusion(FusionModel):
         dropout: float = 0.1,
         gate_top_k: int = 0,
         concept_l2: float = 1e-3,
-        embedding_dim: int = 0,
     ) -> None:
         super().__init__()
         if n_features != len(feature_names(n_sources)):
@@ -239,10 +231,6 @@ class KuoroFusion(FusionModel):
             nn.Linear(hidden_size, 1),
         )
         self.concept_bias = nn.Embedding(n_concepts, 1, sparse=True)
-        self.embedding_dim = embedding_dim
-        if embedding_dim:
-            self.concept_embedding = nn.Embedding(n_concepts, embedding_dim, sparse=True)
-            self.context_map = nn.Linear(embedding_dim, embedding_dim, bias=False)
         # A buffer, not a float, so that members of an ensemble may each have their own.
         self.register_buffer("concept_l2", torch.tensor(float(concept_l2)))
         with torch.no_grad():
@@ -252,13 +240,9 @@ class KuoroFusion(FusionModel):
             last.weight.zero_()
             last.bias.zero_()
             self.concept_bias.weight.zero_()
-            if embedding_dim:
-                # Random embeddings, a zero map: the term starts at 0 but its gradient does not.
-                nn.init.normal_(self.concept_embedding.weight, std=embedding_dim**-0.5)
-                self.context_map.weight.zero_()
 
     def extra_repr(self) -> str:
-        return f"gate_top_k={self.gate_top_k}, embedding_dim={self.embedding_dim}"
+        return f"gate_top_k={self.gate_top_k}"
 
     def gate_weights(self, batch: CandidateBatch) -> Tensor:
         """(n_docs, S) each document's gate over the sources (rows sum to 1)."""
@@ -285,23 +269,7 @@ class KuoroFusion(FusionModel):
         base = torch.logit(mean, eps=LOGIT_EPS) * self.log_scale.exp() + self.shift
         correction: Tensor = self.mlp(torch.cat([batch.features, mean[:, None]], dim=-1))[:, 0]
         concept: Tensor = self.concept_bias(batch.concepts)[:, 0]
-        logits = base + correction + concept
-        if self.embedding_dim:
-            logits = logits + self.context(batch, mean)
-        return logits
-
-    def context(self, batch: CandidateBatch, mean: Tensor) -> Tensor:
-        """(m,) how well each candidate fits its document's other candidates."""
-        embedding: Tensor = self.concept_embedding(batch.concepts)
-        weight = mean.detach()[:, None]
-        weighted = weight * embedding
-        totals = weighted.new_zeros(batch.n_docs, self.embedding_dim).index_add_(
-            0, batch.doc_index, weighted
-        )
-        mass = weight.new_zeros(batch.n_docs, 1).index_add_(0, batch.doc_index, weight)
-        others = (totals[batch.doc_index] - weighted) / (mass[batch.doc_index] - weight + 1e-6)
-        fit: Tensor = (self.context_map(others) * embedding).sum(-1)
-        return fit
+        return base + correction + concept
 
     def regularization(self, batch: CandidateBatch) -> Tensor:
         """concept_l2 · the mean square of the batch's per-concept corrections."""
@@ -309,7 +277,7 @@ class KuoroFusion(FusionModel):
         return self.concept_l2 * rows.square().mean()
 
 
-KUORO_HYPERPARAMETERS = ("hidden_size", "dropout", "gate_top_k", "concept_l2", "embedding_dim")
+KUORO_HYPERPARAMETERS = ("hidden_size", "dropout", "gate_top_k", "concept_l2")
 
 
 def create_model(
@@ -341,5 +309,4 @@ def create_model(
         dropout=float(hyperparameters.get("dropout", 0.1)),
         gate_top_k=int(hyperparameters.get("gate_top_k", 0)),
         concept_l2=float(hyperparameters.get("concept_l2", 1e-3)),
-        embedding_dim=int(hyperparameters.get("embedding_dim", 0)),
     )
