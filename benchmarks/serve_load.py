@@ -68,7 +68,12 @@ def kuoro_args(args: argparse.Namespace) -> list[str]:
     return ["--datadir", str(args.datadir), "--projects", str(args.projects)]
 
 
-def time_cli_suggest(args: argparse.Namespace) -> float:
+def engine_env(engine: str) -> dict[str, str]:
+    """The environment that makes Kuoro run fusion models with ``engine`` (numpy or torch)."""
+    return {**os.environ, "KUORO_FUSION_ENGINE": engine}
+
+
+def time_cli_suggest(args: argparse.Namespace, engine: str = "numpy") -> float:
     """Seconds for ``kuoro suggest`` of one short text: interpreter, imports, model, answer."""
     started = time.perf_counter()
     subprocess.run(
@@ -77,16 +82,20 @@ def time_cli_suggest(args: argparse.Namespace) -> float:
         text=True,
         check=True,
         capture_output=True,
+        env=engine_env(engine),
     )
     return time.perf_counter() - started
 
 
-def start_server(args: argparse.Namespace, port: int) -> tuple[subprocess.Popen[bytes], float]:
+def start_server(
+    args: argparse.Namespace, port: int, engine: str = "numpy"
+) -> tuple[subprocess.Popen[bytes], float]:
     """Launch ``kuoro serve``; the server and its seconds from launch to a first suggestion."""
     started = time.perf_counter()
     server = subprocess.Popen(
         [sys.executable, "-c", SERVE, *kuoro_args(args), "-q", "serve", "--port", str(port)],
         stdout=subprocess.DEVNULL,
+        env=engine_env(engine),
     )
     url = f"http://127.0.0.1:{port}/v1/projects/{args.project}/suggest"
     deadline = started + 600
@@ -158,7 +167,12 @@ async def drive(args: argparse.Namespace, port: int, texts: list[str]) -> Load:
     return load
 
 
-def report(args: argparse.Namespace, load: Load, cli_seconds: float, first_answer: float) -> str:
+def report(
+    args: argparse.Namespace,
+    load: Load,
+    cli_seconds: dict[str, float],
+    first_answer: dict[str, float],
+) -> str:
     ms = np.asarray(load.latencies) * 1000
     total = load.stages.get("total", 0.0)
     sources = load.stages.get("sources")
@@ -178,10 +192,14 @@ def report(args: argparse.Namespace, load: Load, cli_seconds: float, first_answe
         f"| {share(sources)} | {share(fusion)} "
         f"| {100 * overhead / max(ms.sum() / 1000, 1e-9):.0f} % |",
         "",
-        "| start-up | seconds |",
-        "|---|---:|",
-        f"| `kuoro suggest` of one short text, end to end | {cli_seconds:.2f} |",
-        f"| `kuoro serve`: launch to first answer | {first_answer:.2f} |",
+        "| start-up (fusion run by) | numpy s | torch s | numpy / torch |",
+        "|---|---:|---:|---:|",
+        f"| `kuoro suggest` of one short text, end to end | {cli_seconds['numpy']:.2f} "
+        f"| {cli_seconds['torch']:.2f} | {cli_seconds['numpy'] / cli_seconds['torch']:.2f} |",
+        f"| `kuoro serve`: launch to first answer | {first_answer['numpy']:.2f} "
+        f"| {first_answer['torch']:.2f} | {first_answer['numpy'] / first_answer['torch']:.2f} |",
+        "",
+        "The load test runs the default (numpy) engine.",
         "",
         f"sources / fusion: shares of the server's suggestion time (Server-Timing); "
         f"{os.cpu_count()} CPUs, {args.seconds:g} s of load.",
@@ -203,9 +221,13 @@ def main(argv: list[str] | None = None) -> None:
     texts = read_texts(args.corpus, args.documents)
     if len(texts) < args.batch:
         raise SystemExit(f"{args.corpus}: fewer than {args.batch} texts")
-    cli_seconds = time_cli_suggest(args)
+    time_cli_suggest(args, "torch")  # a warm-up, so that both engines find the files cached
+    cli_seconds = {engine: time_cli_suggest(args, engine) for engine in ("torch", "numpy")}
+    first_answer = {}
+    torch_server, first_answer["torch"] = start_server(args, free_port(), "torch")
+    stop_server(torch_server)
     port = free_port()
-    server, first_answer = start_server(args, port)
+    server, first_answer["numpy"] = start_server(args, port)
     try:
         load = asyncio.run(drive(args, port, texts))
     finally:

@@ -379,3 +379,17 @@ def test_suggesting_reads_the_numpy_model_without_torch_and_matches_torch(
         "assert rows.nnz > 0; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fusion_engine_is_chosen_by_environment(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUORO_FUSION_ENGINE", "torch")
+    predictor = open_project(workspace, "fusion-kuoro").source
+    assert type(predictor.model).__name__ == "KuoroFusion"  # type: ignore[attr-defined]
+    monkeypatch.setenv("KUORO_FUSION_ENGINE", "numpy")
+    predictor = open_project(workspace, "fusion-kuoro").source
+    assert type(predictor.model).__name__ == "NumpyFusion"  # type: ignore[attr-defined]
+    monkeypatch.setenv("KUORO_FUSION_ENGINE", "jax")
+    with pytest.raises(KuoroError, match=r"KUORO_FUSION_ENGINE is 'jax'; allowed: numpy, torch"):
+        _ = open_project(workspace, "fusion-kuoro").source

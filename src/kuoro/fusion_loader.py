@@ -7,6 +7,7 @@ what suggesting reads. A directory written before ``fusion.npz`` existed falls b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
 
 WEIGHTS, NUMPY, PRIOR = "model.pt", "fusion.npz", "prior.npz"
 SPLIT, HISTORY = "split.npz", "history.jsonl"
+ENGINES = ("numpy", "torch")
+
+
+def fusion_engine() -> str:
+    """What runs fusion models when suggesting: $KUORO_FUSION_ENGINE, "numpy" by default."""
+    engine = os.environ.get("KUORO_FUSION_ENGINE", "numpy") or "numpy"
+    if engine not in ENGINES:
+        raise KuoroError(f"KUORO_FUSION_ENGINE is {engine!r}; allowed: {', '.join(ENGINES)}")
+    return engine
 
 
 def load_fusion(

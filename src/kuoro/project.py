@@ -188,9 +188,9 @@ class Project:
         version_dir, manifest = read_model(self.model_dir, self.project_id)
         self._check_manifest(manifest)
         if self.config.kind == "fusion":
-            from kuoro.fusion_loader import load_fusion
+            from kuoro.fusion_loader import fusion_engine, load_fusion
 
-            return load_fusion(self, version_dir, manifest)
+            return load_fusion(self, version_dir, manifest, engine=fusion_engine())
         # The model is what was trained: its analyzer and learnt-state parameters win over a
         # configuration edited since, which only takes effect after retraining.
         params = dict(manifest["params"])
