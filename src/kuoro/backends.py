@@ -381,6 +381,12 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                     "pulls the per-concept corrections towards zero",
                     min=0,
                 ),
+                _bool(
+                    "concept_sources",
+                    True,
+                    "learn each concept's own trust in each source (a weight per concept and "
+                    "source)",
+                ),
             ),
         )
     }

@@ -234,7 +234,8 @@ def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str,
     try:
         model = build_model(
             spec["family"],
-            manifest["params"],
+            # Models saved before concept_sources existed were trained without it.
+            {"concept_sources": False, **manifest["params"]},
             int(spec["n_concepts"]),
             [s["weight"] for s in manifest["sources"]],
             seed=0,

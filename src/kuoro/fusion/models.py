@@ -175,11 +175,14 @@ def _keep_top_k(logits: Tensor, k: int) -> Tensor:
 class KuoroFusion(FusionModel):
     """The gated, calibrated weighted mean plus residual corrections that start at zero.
 
-    logit = a · logit(Σ_s g_s · score_s) + b + mlp(features, mean) + c[concept], where
+    logit = a · logit(Σ_s g_s · score_s) + b + mlp(features, mean) + c[concept]
+            + Σ_s t[concept, s] · score_s, where
     g = softmax over sources of (log w + linear(each source's top score, mass, count in the
     document)), a = exp(log_a). The gate is the configured weights until trained, the
-    calibration the identity, the last MLP layer and the concept table zero: an untrained
-    model ranks like ``MeanFusion`` (up to float rounding). A source that suggests nothing
+    calibration the identity, the last MLP layer and the concept tables zero: an untrained
+    model ranks like ``MeanFusion`` (up to float rounding). ``t`` (``concept_sources``) is
+    each concept's own trust in each source, learnt where the concept is seen and pulled
+    towards zero with the concept biases by ``concept_l2``. A source that suggests nothing
     for a document gets no gate there (the others share its weight: the same ranking, better
     calibration).
     ``gate_top_k`` > 0 keeps each document's k largest gates (mixture-of-experts top-k).
@@ -199,6 +202,7 @@ class KuoroFusion(FusionModel):
         dropout: float = 0.1,
         gate_top_k: int = 0,
         concept_l2: float = 1e-3,
+        concept_sources: bool = True,
     ) -> None:
         super().__init__()
         if n_features != len(feature_names(n_sources)):
@@ -231,6 +235,9 @@ class KuoroFusion(FusionModel):
             nn.Linear(hidden_size, 1),
         )
         self.concept_bias = nn.Embedding(n_concepts, 1, sparse=True)
+        self.concept_sources = concept_sources
+        if concept_sources:
+            self.concept_source = nn.Embedding(n_concepts, n_sources, sparse=True)
         # A buffer, not a float, so that members of an ensemble may each have their own.
         self.register_buffer("concept_l2", torch.tensor(float(concept_l2)))
         with torch.no_grad():
@@ -240,6 +247,8 @@ class KuoroFusion(FusionModel):
             last.weight.zero_()
             last.bias.zero_()
             self.concept_bias.weight.zero_()
+            if concept_sources:
+                self.concept_source.weight.zero_()
 
     def extra_repr(self) -> str:
         return f"gate_top_k={self.gate_top_k}"
@@ -269,15 +278,28 @@ class KuoroFusion(FusionModel):
         base = torch.logit(mean, eps=LOGIT_EPS) * self.log_scale.exp() + self.shift
         correction: Tensor = self.mlp(torch.cat([batch.features, mean[:, None]], dim=-1))[:, 0]
         concept: Tensor = self.concept_bias(batch.concepts)[:, 0]
-        return base + correction + concept
+        logits = base + correction + concept
+        if self.concept_sources:
+            trust: Tensor = self.concept_source(batch.concepts)
+            logits = logits + (trust * batch.scores).sum(-1)
+        return logits
 
     def regularization(self, batch: CandidateBatch) -> Tensor:
-        """concept_l2 · the mean square of the batch's per-concept corrections."""
+        """concept_l2 · the mean squares of the batch's per-concept corrections."""
         rows: Tensor = self.concept_bias(batch.concepts)
-        return self.concept_l2 * rows.square().mean()
+        penalty = rows.square().mean()
+        if self.concept_sources:
+            penalty = penalty + self.concept_source(batch.concepts).square().mean()
+        return self.concept_l2 * penalty
 
 
-KUORO_HYPERPARAMETERS = ("hidden_size", "dropout", "gate_top_k", "concept_l2")
+KUORO_HYPERPARAMETERS = (
+    "hidden_size",
+    "dropout",
+    "gate_top_k",
+    "concept_l2",
+    "concept_sources",
+)
 
 
 def create_model(
@@ -309,4 +331,5 @@ def create_model(
         dropout=float(hyperparameters.get("dropout", 0.1)),
         gate_top_k=int(hyperparameters.get("gate_top_k", 0)),
         concept_l2=float(hyperparameters.get("concept_l2", 1e-3)),
+        concept_sources=bool(hyperparameters.get("concept_sources", True)),
     )

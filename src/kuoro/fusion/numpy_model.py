@@ -134,6 +134,9 @@ class _Reader:
     def number(self, key: str) -> float:
         return float(self.floats(key))
 
+    def has(self, key: str) -> bool:
+        return key in self._arrays
+
     def text(self, key: str) -> str:
         return str(self._take(key, "U", ()))
 
@@ -254,6 +257,7 @@ class _Kuoro(_Family):
         shift: np.ndarray,
         mlp: list[tuple[np.ndarray, np.ndarray]],
         concept_bias: np.ndarray,
+        concept_source: np.ndarray | None = None,
     ) -> None:
         self.feature_columns = feature_columns
         self.gate_top_k = gate_top_k
@@ -266,6 +270,7 @@ class _Kuoro(_Family):
         self.shift = shift  # (N,)
         self.mlp = mlp  # (weight (N, out, in), bias (N, out)) per linear layer, ReLU between
         self.concept_bias = concept_bias  # (N, V)
+        self.concept_source = concept_source  # (N, V, S) per-concept trust in each source, or None
         self.n_members, self.n_sources = gate_prior.shape
         self.n_features = len(feature_columns)
         self.n_concepts = concept_bias.shape[1]
@@ -310,6 +315,11 @@ class _Kuoro(_Family):
             shift=r.floats("shift", MEMBERS),
             mlp=mlp,
             concept_bias=r.floats("concept_bias", MEMBERS, CONCEPTS),
+            concept_source=(
+                r.floats("concept_source", MEMBERS, CONCEPTS, SOURCES)
+                if r.has("concept_source")
+                else None
+            ),
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -326,6 +336,8 @@ class _Kuoro(_Family):
             "mlp_layers": np.asarray(len(self.mlp), np.int64),
             "concept_bias": self.concept_bias,
         }
+        if self.concept_source is not None:
+            arrays["concept_source"] = self.concept_source
         for i, (weight, bias) in enumerate(self.mlp):
             arrays[f"mlp_weight_{i}"] = weight
             arrays[f"mlp_bias_{i}"] = bias
@@ -380,11 +392,18 @@ class _Kuoro(_Family):
         """(N, m) the per-concept bias."""
         return np.asarray(self.concept_bias[:, c.concepts])
 
+    def source_trust(self, c: Candidates) -> np.ndarray:
+        """(N, m) each candidate's source scores weighted by its concept's trust in them."""
+        assert self.concept_source is not None
+        return np.asarray((self.concept_source[:, c.concepts, :] * c.scores).sum(-1))
+
     def logits(self, c: Candidates) -> np.ndarray:
         mean = self.gated_mean(c)
         logits: np.ndarray = (
             self.calibrated(mean) + self.mlp_correction(c, mean) + self.concept_correction(c)
         )
+        if self.concept_source is not None:
+            logits = logits + self.source_trust(c)
         return logits
 
 
@@ -587,6 +606,7 @@ def export_arrays(model: nn.Module) -> dict[str, np.ndarray]:
             shift=take("shift"),
             mlp=mlp,
             concept_bias=take("concept_bias.weight")[:, :, 0],
+            concept_source=(take("concept_source.weight") if template.concept_sources else None),
         )
     else:
         raise TypeError(f"export_arrays cannot export a {type(template).__name__}")
