@@ -423,6 +423,31 @@ def test_build_reuse_resume_and_rebuild(
 
 
 @requires_shared_data
+def test_source_order_is_the_store_column_order(
+    arch_projects: tuple[Path, list[Project], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, projects, corpus = arch_projects
+    vocabulary = projects[0].vocabulary
+    counter = SuggestCounter(monkeypatch)
+    path = tmp_path / "ordered-store"
+    backwards = list(reversed(projects))  # not in alphabetical order
+
+    def build(sources: list[Project]) -> SuggestionStore:
+        return build_store(path, sources, [corpus], vocabulary=vocabulary, language="fi")
+
+    build(backwards).close()
+    counter.texts = 0
+    with build(backwards) as store:  # the same sources in the same order: reused
+        assert store.source_names == ("arch-tfidf-3", "arch-tfidf")
+    assert counter.texts == 0
+    with build(projects) as store:  # another column order: rebuilt, never reused
+        assert store.source_names == ("arch-tfidf", "arch-tfidf-3")
+    assert counter.texts == 2 * 600
+
+
+@requires_shared_data
 def test_parallel_build_stores_the_same_rows(
     arch_projects: tuple[Path, list[Project], Path], tmp_path: Path
 ) -> None:

@@ -212,7 +212,9 @@ def _changes(meta: Mapping[str, Any], fingerprints: Mapping[str, str]) -> list[s
     reasons = []
     if old.get(_VOCABULARY) != fingerprints[_VOCABULARY]:
         reasons.append("the vocabulary changed since the store was built")
-    old_sources = [k.removeprefix(_SOURCE) for k in old if k.startswith(_SOURCE)]
+    # The store's columns are in its source_names order; its fingerprints (a JSON object,
+    # stored with sorted keys) do not keep that order.
+    old_sources = list(meta["source_names"])
     new_sources = [k.removeprefix(_SOURCE) for k in fingerprints if k.startswith(_SOURCE)]
     if old_sources != new_sources:
         reasons.append(
@@ -240,6 +242,7 @@ def _stored_meta(path: Path) -> dict[str, Any] | None:
         with SuggestionStore.open(path) as store:
             return {
                 "fingerprints": store.fingerprints,
+                "source_names": store.source_names,
                 "complete": store.complete,
                 "documents": len(store),
             }
