@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kuoro.analyzers import analyzer_languages, make_analyzer
+from kuoro.analyzers import Analyzer, analyzer_languages, make_analyzer
 from kuoro.config import parse_analyzer
 from kuoro.errors import ConfigError
 
@@ -46,3 +46,19 @@ def test_unsupported_language_is_a_clear_error() -> None:
         parse_analyzer("simplemma(xx)")
     assert "fi" in analyzer_languages("simplemma") and "finnish" in analyzer_languages("snowball")
     assert parse_analyzer("snowball(finnish)") == ("snowball", "finnish")
+
+
+def test_snowball_stems_the_same_from_many_threads_at_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    words = [f"{stem}{ending}" for stem in ("talo", "kirja", "kaupunki", "kivi", "sota")
+             for ending in ("ssa", "lla", "sta", "jen", "iden", "ihin", "kin")] * 40  # fmt: skip
+    expected = [make_analyzer("snowball", "finnish").normalize(w) for w in words]
+
+    def stem_all(analyzer: Analyzer) -> list[str]:
+        return [analyzer.normalize(w) for w in words]
+
+    shared = make_analyzer("snowball", "finnish")  # one analyzer, as the server shares it
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(stem_all, [shared] * 16))
+    assert all(result == expected for result in results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import lru_cache
@@ -61,10 +62,19 @@ class SnowballAnalyzer(Analyzer):
         import snowballstemmer
 
         self.spec = f"snowball({language})"
-        self._stemmer = snowballstemmer.stemmer(language)
+        self.language = language
+        snowballstemmer.stemmer(language)  # an unknown language fails here, not later
+        # A stemmer keeps the word it works on in itself: one per thread (the server's
+        # threads suggest at the same time).
+        self._local = threading.local()
 
     def normalize(self, word: str) -> str:
-        return str(self._stemmer.stemWord(word))
+        stemmer = getattr(self._local, "stemmer", None)
+        if stemmer is None:
+            import snowballstemmer
+
+            stemmer = self._local.stemmer = snowballstemmer.stemmer(self.language)
+        return str(stemmer.stemWord(word))
 
 
 class SimplemmaAnalyzer(Analyzer):
