@@ -369,3 +369,23 @@ def test_a_saved_model_predicts_without_importing_torch(
     assert done.returncode == 0, done.stderr
     scores = np.load(tmp_path / "scores.npy", allow_pickle=False)
     np.testing.assert_allclose(scores, torch_scores(model, candidates), rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("gate_top_k", [1, 2])
+def test_an_untrained_top_k_gate_breaks_ties_as_the_numpy_model_does(
+    candidates: Candidates, gate_top_k: int
+) -> None:
+    # Equal source weights and a zero gate: every gate logit ties, as until the gate learns.
+    model = KuoroFusion(
+        N_CONCEPTS, N_SOURCES, N_FEATURES, source_weights=[1.0] * N_SOURCES, gate_top_k=gate_top_k
+    ).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if not name.startswith("gate"):
+                parameter.add_(0.3 * torch.randn_like(parameter))
+        gate = model.gate_weights(to_batch(candidates)).numpy()
+    exported = NumpyFusion.from_arrays(export_arrays(model))
+    numpy_gate = exported._family.gate_weights(candidates)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(numpy_gate[0], gate, rtol=0, atol=TOLERANCE)
+    scores = exported.predict_scores(candidates)
+    np.testing.assert_allclose(scores, torch_scores(model, candidates), rtol=0, atol=TOLERANCE)

@@ -167,8 +167,12 @@ class LinearFusion(FusionModel):
 
 
 def _keep_top_k(logits: Tensor, k: int) -> Tensor:
-    """The k largest of each row, the rest -inf (a softmax over it renormalises the k)."""
-    top = torch.topk(logits, k, dim=-1).indices
+    """The k largest of each row, the rest -inf (a softmax over it renormalises the k).
+
+    Ties go to the lower index, as in the numpy model (``torch.topk`` leaves them unspecified,
+    and an untrained gate is all ties).
+    """
+    top = torch.argsort(logits, dim=-1, descending=True, stable=True)[..., :k]
     return torch.full_like(logits, float("-inf")).scatter(-1, top, logits.gather(-1, top))
 
 
