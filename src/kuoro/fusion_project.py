@@ -165,8 +165,9 @@ def learn_fusion(
                 len(trained),
                 len(held),
             )
-        # The new documents' gold joins the prior: they are training documents from now on.
-        counts = prior_counts + gold_counts(StorePart(new, np.arange(len(new))))
+        # The new documents trained on join the prior (held-out ones stay out of it, as in
+        # training, so that their scores do not see their own gold).
+        counts = prior_counts + sum(gold_counts(part) for part in train if part.store is new)
         model, info = train_fusion_model(
             model,
             project.config.backend,
