@@ -396,6 +396,20 @@ def run_hyperopt(
 
         before = _finished(study)
         remaining = trials - before
+        queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if remaining > 0 and jobs > 1 and queued:
+            # Parallel workers can both take a queued trial (the baseline) from the SQLite
+            # storage, and the second to finish fails ("Cannot tell a COMPLETE trial"): run
+            # the queued ones alone first.
+            study.optimize(
+                objective,
+                n_trials=len(queued),
+                timeout=timeout,
+                n_jobs=1,
+                show_progress_bar=progress,
+                gc_after_trial=False,
+            )
+            remaining = trials - _finished(study)
         if remaining > 0:
             study.optimize(
                 objective,
