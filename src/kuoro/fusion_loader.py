@@ -107,7 +107,9 @@ def trained_sources(project: Project, manifest: Mapping[str, Any] | None = None)
             config = project.projects[sid]
         else:
             config = config_from_dict(saved[i]["config"])
-        source = Project(config, project.datadir)
+        source = project.loaded_sources.get(sid)
+        if source is None or source.config != config or source.datadir.root != project.datadir.root:
+            source = Project(config, project.datadir)
         if not source.is_trained:
             cls = ModelError if manifest is not None else KuoroError
             raise cls(

@@ -55,7 +55,9 @@ class Project:
     """A project of ``projects.toml`` bound to a data directory.
 
     A fusion project needs its sources' configurations: ``projects`` (all configured projects)
-    to train; to suggest without it, those saved with its model are used.
+    to train; to suggest without it, those saved with its model are used. ``loaded_sources``:
+    source projects already bound (a server's), used as this fusion project's sources where
+    configured alike, so that a process holding both loads each source model once.
     """
 
     def __init__(
@@ -63,10 +65,13 @@ class Project:
         config: ProjectConfig,
         datadir: DataDir,
         projects: Mapping[str, ProjectConfig] | None = None,
+        *,
+        loaded_sources: Mapping[str, Project] | None = None,
     ) -> None:
         self.config = config
         self.datadir = datadir
         self.projects = projects
+        self.loaded_sources = dict(loaded_sources or {})
         self.last_fit: FitInfo | None = None  # what the latest fusion training did
 
     @property

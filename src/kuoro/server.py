@@ -294,11 +294,13 @@ class ServedProject:
         datadir: DataDir,
         projects: Mapping[str, ProjectConfig],
         vocabularies: _Vocabularies,
+        served: Mapping[str, "ServedProject"] | None = None,
     ) -> None:
         self.config = config
         self.datadir = datadir
         self.projects = projects
         self.vocabularies = vocabularies
+        self.served = served or {}  # every project of the server, this one included
         self.project: Project | None = None
         self.error: str | None = None
         self._failed_model: str | None = None  # the CURRENT model that failed to load
@@ -310,11 +312,24 @@ class ServedProject:
         return self.config.project_id
 
     def _new_project(self) -> Project:
-        project = Project(self.config, self.datadir, self.projects)
+        project = Project(
+            self.config, self.datadir, self.projects, loaded_sources=self._served_sources()
+        )
         vocab = self.vocabularies.get(self.config.vocab)
         if vocab is not None:
             project.vocabulary = vocab  # share the one loaded copy (a cached_property)
         return project
+
+    def _served_sources(self) -> dict[str, Project]:
+        """This fusion project's sources that the server serves too, loaded: the fusion model
+        suggests through them rather than loading each source model a second time."""
+        loaded = {}
+        for ref in self.config.sources:
+            sibling = self.served.get(ref.project_id)
+            project = None if sibling is None else sibling.load()
+            if project is not None:
+                loaded[ref.project_id] = project
+        return loaded
 
     def _model_stamp(self) -> str | None:
         """Which model is current on disk, to notice one trained after a failed load."""
@@ -562,11 +577,10 @@ def create_app(
     Private projects are not served at all; hidden ones are served but not listed.
     """
     vocabularies = _Vocabularies(datadir)
-    served = {
-        pid: ServedProject(config, datadir, projects, vocabularies)
-        for pid, config in projects.items()
-        if config.access != "private"
-    }
+    served: dict[str, ServedProject] = {}
+    for pid, config in projects.items():
+        if config.access != "private":
+            served[pid] = ServedProject(config, datadir, projects, vocabularies, served)
     public = [p for p in served.values() if p.config.access == "public"]
     token = learn_token or None
     bearer = HTTPBearer(auto_error=False, description="The server's learn token.")
