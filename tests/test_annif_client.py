@@ -23,12 +23,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from annif_server import ANNIF_VERSION, AnnifProject, AnnifServer, AnnifUnavailable, ensure_annif
 from kuoro.cli import main
 from kuoro.config import load_projects
 from kuoro.datadir import DataDir
 from kuoro.project import Project
 
+from annif_server import ANNIF_VERSION, AnnifProject, AnnifServer, AnnifUnavailable, ensure_annif
 from conftest import SHARED_DATA, requires_shared_data
 
 pytestmark = [

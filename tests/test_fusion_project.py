@@ -13,17 +13,16 @@ import numpy as np
 import pytest
 
 from kuoro.cli import main
-from kuoro.config import load_projects
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.fit import split_positions
 from kuoro.project import Project
 
-from conftest import SHARED_DATA, requires_shared_data
+from arch_workspace import ARCH, kuoro, make_workspace, open_project
+from conftest import requires_shared_data
 
 pytestmark = [requires_shared_data, pytest.mark.usefixtures("torch_one_thread")]
 
-ARCH = SHARED_DATA / "archaeology"
 FUSION_DOCS = 1500  # the first documents train the fusion models, the rest the sources
 PROJECTS = """
 [tfidf-stem]
@@ -78,30 +77,13 @@ validation = 100
 """
 
 
-def kuoro(work: Path, *args: str) -> list[str]:
-    return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two trained tfidf sources and a trained kuoro fusion project."""
     work = tmp_path_factory.mktemp("fusion")
-    (work / "projects.toml").write_text(PROJECTS, encoding="utf-8")
-    lines = (ARCH / "documents.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-    (work / "fusion.tsv").write_text("".join(lines[:FUSION_DOCS]), encoding="utf-8")
-    (work / "sources.tsv").write_text("".join(lines[FUSION_DOCS:]), encoding="utf-8")
-    assert (
-        main(kuoro(work, "load-vocab", "arch", str(ARCH / "yso-archaeology.ttl"), "-l", "fi")) == 0
-    )
-    for source in ("tfidf-stem", "tfidf-words"):
-        assert main(kuoro(work, "train", source, str(work / "sources.tsv"))) == 0
-    assert main(kuoro(work, "train", "fusion-kuoro", str(work / "fusion.tsv"))) == 0
+    sources, fusion = ("tfidf-stem", "tfidf-words"), ["fusion-kuoro"]
+    make_workspace(work, PROJECTS, sources=sources, fusion=fusion, fusion_docs=FUSION_DOCS)
     return work
-
-
-def open_project(work: Path, project_id: str, data: DataDir | None = None) -> Project:
-    projects = load_projects(work / "projects.toml")
-    return Project(projects[project_id], data or DataDir(work / "data"), projects)
 
 
 def eval_metrics(

@@ -16,8 +16,6 @@ from optuna.trial import TrialState
 from kuoro.backends import validate_params
 from kuoro.cli import cli, main
 from kuoro.cli_tuning import hyperopt_command
-from kuoro.config import load_projects
-from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
 from kuoro.hyperopt import (
     BASELINE,
@@ -30,7 +28,8 @@ from kuoro.hyperopt import (
 from kuoro.project import Project
 from kuoro.training.callbacks import TrainingState
 
-from conftest import SHARED_DATA, requires_shared_data
+from arch_workspace import kuoro, make_workspace, open_project
+from conftest import requires_shared_data
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,8 +41,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 if "hyperopt" not in cli.commands:  # until cli.py registers it
     cli.add_command(hyperopt_command)
 
-ARCH = SHARED_DATA / "archaeology"
-FUSION_DOCS = 1200
 PROJECTS = """
 [tfidf-stem]
 language = "fi"
@@ -84,29 +81,12 @@ sources = "tfidf-stem,tfidf-words"
 """
 
 
-def kuoro(work: Path, *args: str) -> list[str]:
-    return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two trained tfidf sources; fusion-kuoro trained (so its store is filled)."""
     work = tmp_path_factory.mktemp("hyperopt")
-    (work / "projects.toml").write_text(PROJECTS, encoding="utf-8")
-    lines = (ARCH / "documents.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-    (work / "fusion.tsv").write_text("".join(lines[:FUSION_DOCS]), encoding="utf-8")
-    (work / "sources.tsv").write_text("".join(lines[FUSION_DOCS:]), encoding="utf-8")
-    assert (
-        main(kuoro(work, "load-vocab", "arch", str(ARCH / "yso-archaeology.ttl"), "-l", "fi")) == 0
-    )
-    for source in ("tfidf-stem", "tfidf-words"):
-        assert main(kuoro(work, "train", source, str(work / "sources.tsv"))) == 0
+    make_workspace(work, PROJECTS, sources=("tfidf-stem", "tfidf-words"))
     return work
-
-
-def open_project(work: Path, project_id: str) -> Project:
-    projects = load_projects(work / "projects.toml")
-    return Project(projects[project_id], DataDir(work / "data"), projects)
 
 
 def configured(project: Project) -> dict[str, object]:

@@ -15,24 +15,21 @@ from matplotlib.image import imread
 
 from kuoro.cli import cli, main
 from kuoro.cli_tuning import report_command
-from kuoro.config import load_projects
 from kuoro.corpus import Corpus
-from kuoro.datadir import DataDir
 from kuoro.hyperopt import run_hyperopt
 from kuoro.metrics import RankingMetrics
 from kuoro.project import Project
 from kuoro.ranking import rank_row
 from kuoro.report import SECTIONS, WORST_DOCUMENTS, write_report
 
-from conftest import SHARED_DATA, requires_shared_data
+from arch_workspace import ARCH, kuoro, make_workspace, open_project
+from conftest import requires_shared_data
 
 pytestmark = [requires_shared_data, pytest.mark.usefixtures("torch_one_thread")]
 if "report" not in cli.commands:  # until cli.py registers it
     cli.add_command(report_command)
 
-ARCH = SHARED_DATA / "archaeology"
 FULLTEXT = ARCH / "fulltext"
-FUSION_DOCS = 1200
 PROJECTS = """
 [tfidf-stem]
 language = "fi"
@@ -69,30 +66,12 @@ members = 2
 PLOTTED = ("training", "limits", "sources", "search")
 
 
-def kuoro(work: Path, *args: str) -> list[str]:
-    return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
-
-
-def open_project(work: Path, project_id: str) -> Project:
-    projects = load_projects(work / "projects.toml")
-    return Project(projects[project_id], DataDir(work / "data"), projects)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two sources (one keeping only 5 suggestions), two trained fusion projects, a search."""
     work = tmp_path_factory.mktemp("report")
-    (work / "projects.toml").write_text(PROJECTS, encoding="utf-8")
-    lines = (ARCH / "documents.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-    (work / "fusion.tsv").write_text("".join(lines[:FUSION_DOCS]), encoding="utf-8")
-    (work / "sources.tsv").write_text("".join(lines[FUSION_DOCS:]), encoding="utf-8")
-    assert (
-        main(kuoro(work, "load-vocab", "arch", str(ARCH / "yso-archaeology.ttl"), "-l", "fi")) == 0
-    )
-    for project_id in ("tfidf-stem", "tfidf-short"):
-        assert main(kuoro(work, "train", project_id, str(work / "sources.tsv"))) == 0
-    for project_id in ("fusion-kuoro", "fusion-members"):
-        assert main(kuoro(work, "train", project_id, str(work / "fusion.tsv"))) == 0
+    sources, fusion = ("tfidf-stem", "tfidf-short"), ("fusion-kuoro", "fusion-members")
+    make_workspace(work, PROJECTS, sources=sources, fusion=fusion)
     run_hyperopt(open_project(work, "fusion-kuoro"), [work / "fusion.tsv"], trials=2, device="cpu")
     return work
 

@@ -19,19 +19,18 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from kuoro.cli import main
 from kuoro.config import ProjectConfig, load_projects
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
 from kuoro.project import Project
 from kuoro.server import create_app
+from kuoro.sources.registry import source_class
 
-from conftest import SHARED_DATA, requires_shared_data
+from arch_workspace import ARCH, FUSION_DOCS, kuoro, make_workspace, open_project
+from conftest import requires_shared_data
 
 pytestmark = [requires_shared_data, pytest.mark.usefixtures("torch_one_thread")]
 
-ARCH = SHARED_DATA / "archaeology"
-FUSION_DOCS = 1200  # the first documents train the fusion model, the rest the sources
 TOKEN = "s3cret-token"
 PROJECTS = """
 [tfidf-stem]
@@ -88,24 +87,11 @@ SERVE = (
 )
 
 
-def kuoro(work: Path, *args: str) -> list[str]:
-    return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two trained tfidf sources, a kuoro fusion of them, and copies of a source's model."""
     work = tmp_path_factory.mktemp("server")
-    (work / "projects.toml").write_text(PROJECTS, encoding="utf-8")
-    lines = (ARCH / "documents.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-    (work / "fusion.tsv").write_text("".join(lines[:FUSION_DOCS]), encoding="utf-8")
-    (work / "sources.tsv").write_text("".join(lines[FUSION_DOCS:]), encoding="utf-8")
-    assert (
-        main(kuoro(work, "load-vocab", "arch", str(ARCH / "yso-archaeology.ttl"), "-l", "fi")) == 0
-    )
-    for source in ("tfidf-stem", "tfidf-words"):
-        assert main(kuoro(work, "train", source, str(work / "sources.tsv"))) == 0
-    assert main(kuoro(work, "train", "fusion", str(work / "fusion.tsv"))) == 0
+    make_workspace(work, PROJECTS, sources=("tfidf-stem", "tfidf-words"), fusion=["fusion"])
     # Configured like tfidf-stem, so its model serves them too.
     projects_dir = work / "data" / "projects"
     for copy in ("stem-hidden", "stem-private"):
@@ -115,11 +101,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def configs(work: Path) -> dict[str, ProjectConfig]:
     return load_projects(work / "projects.toml")
-
-
-def open_project(work: Path, project_id: str) -> Project:
-    projects = configs(work)
-    return Project(projects[project_id], DataDir(work / "data"), projects)
 
 
 def make_client(work: Path, **options: Any) -> TestClient:
@@ -199,6 +180,35 @@ def test_hidden_projects_are_served_but_not_listed_and_private_ones_not_at_all(
         assert_problem(client.post(f"{path}/suggest", data={"text": "x"}), 404, "not found")
         batch = client.post(f"{path}/suggest-batch", json={"documents": [{"text": "x"}]})
         assert_problem(batch, 404, "not found")
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_each_source_model_loads_once_though_the_fusion_project_uses_it_too(
+    workspace: Path, texts: list[str], monkeypatch: pytest.MonkeyPatch, lazy: bool
+) -> None:
+    tfidf = source_class("tfidf")
+    loaded: list[str] = []
+    load_state = tfidf.load_state
+
+    def counted(self: Any, directory: Path) -> None:
+        loaded.append(Path(directory).parent.name)  # .../projects/<project>/<version>
+        load_state(self, directory)
+
+    monkeypatch.setattr(tfidf, "load_state", counted)
+    with make_client(workspace, lazy=lazy) as client:
+        fusion = client.post("/v1/projects/fusion/suggest", data={"text": texts[0]})
+        assert fusion.json()["results"] == expected(open_project(workspace, "fusion"), texts[0])
+        for project_id in ("tfidf-stem", "tfidf-words", "stem-hidden"):
+            answer = client.post(f"/v1/projects/{project_id}/suggest", data={"text": texts[0]})
+            assert answer.status_code == 200
+    # open_project above loaded the fusion project's two sources outside the server.
+    assert sorted(loaded) == [
+        "stem-hidden",
+        "tfidf-stem",
+        "tfidf-stem",
+        "tfidf-words",
+        "tfidf-words",
+    ]
 
 
 # -- suggestions -------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ from kuoro.errors import ModelError, SourceError
 from kuoro.model_files import read_model, write_model
 from kuoro.sources.fasttext import FasttextSource
 from kuoro.vocab import Vocabulary
-from source_helpers import Split, archaeology_split, hits_at
 
 from conftest import SHARED_DATA, requires_shared_data
+from source_helpers import Split, archaeology_split, hits_at
 
 ARCH = SHARED_DATA / "archaeology"
 

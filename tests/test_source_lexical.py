@@ -15,9 +15,9 @@ from kuoro.model_files import read_model, write_model
 from kuoro.sources.lexical import FEATURES, LabelIndex, LexicalSource
 from kuoro.vocab import Vocabulary
 from kuoro.vocab_formats import read_vocabulary
-from source_helpers import Split, archaeology_split
 
 from conftest import SHARED_DATA, requires_shared_data
+from source_helpers import Split, archaeology_split
 
 ARCH = SHARED_DATA / "archaeology"
 SIMPLE = make_analyzer("simple")

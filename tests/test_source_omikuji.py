@@ -19,9 +19,9 @@ from kuoro.errors import CorpusError, ModelError
 from kuoro.model_files import read_model, write_model
 from kuoro.sources.omikuji import OmikujiSource, write_training_file
 from kuoro.vocab_formats import read_vocabulary
-from source_helpers import Split, archaeology_split, hits_at
 
 from conftest import SHARED_DATA, requires_shared_data
+from source_helpers import Split, archaeology_split, hits_at
 
 ARCHAEOLOGY = SHARED_DATA / "archaeology"
 YSO = SHARED_DATA / "yso-fi"

@@ -24,9 +24,9 @@ from kuoro.project import Project
 from kuoro.store import StoreBatch, StoreError, SuggestionStore
 from kuoro.store_builder import build_store, corpus_fingerprint, model_fingerprint
 from kuoro.vocab import Vocabulary
-from store_writer import SOURCES, VOCAB_SIZE, document_rows, open_store
 
 from conftest import SHARED_DATA, requires_shared_data
+from store_writer import SOURCES, VOCAB_SIZE, document_rows, open_store
 
 WRITER = Path(__file__).with_name("store_writer.py")
 

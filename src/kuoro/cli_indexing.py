@@ -16,6 +16,7 @@ import click
 
 from kuoro.cli_context import Context, pass_context
 from kuoro.errors import KuoroError
+from kuoro.metrics import ANNIF_ORDER
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -28,7 +29,7 @@ log = logging.getLogger("kuoro")
 
 # The order `eval` prints metrics in: Kuoro's first lines, then the rest in Annif's order (names
 # as `annif eval` prints them), Kuoro's extra @k ones before LRAP and the counts.
-EVAL_METRICS = (
+_HEADLINE = (
     "Precision@1",
     "Precision@3",
     "Precision@5",
@@ -37,28 +38,8 @@ EVAL_METRICS = (
     "NDCG",
     "NDCG@5",
     "NDCG@10",
-    "Precision (doc avg)",
-    "Recall (doc avg)",
-    "F1 score (doc avg)",
-    "Precision (subj avg)",
-    "Recall (subj avg)",
-    "F1 score (subj avg)",
-    "Precision (weighted subj avg)",
-    "Recall (weighted subj avg)",
-    "F1 score (weighted subj avg)",
-    "Precision (microavg)",
-    "Recall (microavg)",
-    "F1 score (microavg)",
-    "Recall@1",
-    "Recall@3",
-    "F1@1",
-    "F1@3",
-    "LRAP",
-    "True positives",
-    "False positives",
-    "False negatives",
-    "Documents evaluated",
 )
+EVAL_METRICS = (*_HEADLINE, *(name for name in ANNIF_ORDER if name not in _HEADLINE))
 MISSING_SUBJECTS = "Gold subjects not in vocabulary"
 _NAME_WIDTH = max(map(len, [*EVAL_METRICS, MISSING_SUBJECTS])) + 2
 

@@ -20,8 +20,8 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,25 +73,13 @@ def train_fusion(
     sources = trained_sources(project)
     params = dict(project.config.params)
     started = time.perf_counter()
-    validation = params.get("validation")
     with ExitStack() as stack:
-        store = stack.enter_context(
-            _store(project, sources, project.store_path, corpus_paths, jobs, cached, progress)
+        store, held_out = stack.enter_context(
+            training_stores(
+                project, sources, corpus_paths, jobs=jobs, cached=cached, progress=progress
+            )
         )
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
-        held_out = None
-        if isinstance(validation, str):
-            held_out = stack.enter_context(
-                _store(
-                    project,
-                    sources,
-                    project.store_path.with_suffix(".validation.store"),
-                    [Path(validation)],
-                    jobs,
-                    cached,
-                    progress,
-                )
-            )
         log.info("training fusion model '%s' on %d documents", project.project_id, len(store))
         model, info = fit_fusion(
             store,
@@ -226,6 +214,32 @@ def _store(
         cached=cached,
         progress=progress,
     )
+
+
+@contextmanager
+def training_stores(
+    project: Project,
+    sources: Sequence[Project],
+    corpus_paths: Sequence[Path],
+    *,
+    jobs: int = 1,
+    cached: bool = True,
+    progress: bool = False,
+) -> Iterator[tuple[SuggestionStore, SuggestionStore | None]]:
+    """The project's store of the corpora, and of its ``validation`` corpus when that
+    parameter is a path (else None), each filled from the sources or reused."""
+    validation = project.config.params.get("validation")
+    with ExitStack() as stack:
+        store = stack.enter_context(
+            _store(project, sources, project.store_path, corpus_paths, jobs, cached, progress)
+        )
+        held_out = None
+        if isinstance(validation, str):
+            path = project.store_path.with_suffix(".validation.store")
+            held_out = stack.enter_context(
+                _store(project, sources, path, [Path(validation)], jobs, cached, progress)
+            )
+        yield store, held_out
 
 
 def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str, Any]) -> nn.Module:

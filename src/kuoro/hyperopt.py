@@ -22,8 +22,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,57 +189,6 @@ class PruningCallback(Callback):
             raise optuna.TrialPruned(f"nDCG@10 {value:.4f} at epoch {state.epoch}")
 
 
-@contextmanager
-def _stores(
-    project: Project, corpus_paths: Sequence[Path], jobs: int, progress: bool
-) -> Iterator[tuple[SuggestionStore, SuggestionStore | None]]:
-    """The project's training store, and its validation store when ``validation`` is a path,
-    built (or reused) as ``kuoro train`` builds them."""
-    from kuoro.store_builder import build_store
-
-    sources = _trained_sources(project)
-
-    def build(path: Path, paths: Sequence[Path]) -> SuggestionStore:
-        return build_store(
-            path,
-            sources,
-            paths,
-            vocabulary=project.vocabulary,
-            language=project.config.language,
-            jobs=jobs,
-            cached=True,
-            progress=progress,
-        )
-
-    validation = project.config.params.get("validation")
-    with ExitStack() as stack:
-        store = stack.enter_context(build(project.store_path, corpus_paths))
-        held_out = None
-        if isinstance(validation, str):
-            path = project.store_path.with_suffix(".validation.store")
-            held_out = stack.enter_context(build(path, [Path(validation)]))
-        yield store, held_out
-
-
-def _trained_sources(project: Project) -> list[Project]:
-    """The fusion project's sources, as configured now, each trained."""
-    from kuoro.project import Project
-
-    pid = project.project_id
-    if project.projects is None:
-        raise KuoroError(f"fusion project '{pid}' needs the configuration of its sources")
-    sources = [
-        Project(project.projects[r.project_id], project.datadir) for r in project.config.sources
-    ]
-    for source in sources:
-        if not source.is_trained:
-            raise KuoroError(
-                f"source '{source.project_id}' of fusion project '{pid}' is not trained yet; "
-                f"train it first with: kuoro train {source.project_id}"
-            )
-    return sources
-
-
 def _context(
     project: Project,
     space: Mapping[str, BaseDistribution],
@@ -360,6 +308,8 @@ def run_hyperopt(
     exactly). ``seed`` seeds the sampler; the held-out split follows the project's ``seed``.
     """
     from kuoro.fusion.fit import fit_fusion
+    from kuoro.fusion_loader import trained_sources
+    from kuoro.fusion_project import training_stores
 
     if trials < 1:
         raise KuoroError(f"--trials must be at least 1, not {trials}")
@@ -371,7 +321,10 @@ def run_hyperopt(
     if pruner is None:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
-    with _stores(project, corpus_paths, jobs, progress) as (store, held_out):
+    stores = training_stores(
+        project, trained_sources(project), corpus_paths, jobs=jobs, progress=progress
+    )
+    with stores as (store, held_out):
         study = _open_study(storage, project.project_id, seed, pruner)
         space = _prepare_study(study, project, space, _context(project, space, store, held_out))
 
