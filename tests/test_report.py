@@ -206,6 +206,22 @@ def test_source_project_and_member_ensemble(workspace: Path, tmp_path: Path) -> 
     assert images(section(page, "sources")) and "No hyperparameter search has been run" in page
 
 
+def test_report_reads_a_search_kept_elsewhere(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = tmp_path / "search.sqlite3"
+    project = open_project(workspace, "fusion-members")
+    run_hyperopt(project, [workspace / "fusion.tsv"], trials=1, device="cpu", storage=storage)
+    output = tmp_path / "members.html"
+    args = ["report", "fusion-members", str(FULLTEXT), "-o", str(output)]
+    assert main(kuoro(workspace, *args, "--storage", str(storage))) == 0
+    search = section(output.read_text(encoding="utf-8"), "search")
+    assert "No hyperparameter search has been run" not in search and images(search)
+    capsys.readouterr()
+    assert main(kuoro(workspace, *args, "--storage", str(tmp_path / "nothing.sqlite3"))) == 2
+    assert "--storage" in capsys.readouterr().err
+
+
 def find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         if path := shutil.which(name):

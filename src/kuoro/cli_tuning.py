@@ -140,9 +140,20 @@ def hyperopt_command(
     "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
     help="Processes for the suggestions.",
 )  # fmt: skip
+@click.option(
+    "--storage", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="SQLite file of the hyperopt search to show, as given to hyperopt --storage  "
+    "[default: DATADIR/projects/PROJECT_ID.hyperopt.sqlite3]",
+)  # fmt: skip
 @pass_context
 def report_command(
-    obj: Context, project_id: str, corpus: Sequence[Path], output: Path, limit: int, jobs: int
+    obj: Context,
+    project_id: str,
+    corpus: Sequence[Path],
+    output: Path,
+    limit: int,
+    jobs: int,
+    storage: Path | None,
 ) -> None:
     """Evaluate PROJECT_ID on CORPUS and write a self-contained HTML report.
 
@@ -154,7 +165,15 @@ def report_command(
     from kuoro.report import write_report
 
     project = _open(obj, project_id)
+    if storage is not None and not storage.is_file():
+        raise click.BadParameter(f"no such file: {storage}", param_hint="--storage")
     path = write_report(
-        project, list(corpus), output, limit=limit, jobs=jobs, progress=obj.show_progress
+        project,
+        list(corpus),
+        output,
+        limit=limit,
+        jobs=jobs,
+        progress=obj.show_progress,
+        storage=storage,
     )
     click.echo(f"wrote {path}")
