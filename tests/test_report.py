@@ -217,6 +217,10 @@ def test_report_reads_a_search_kept_elsewhere(
     assert main(kuoro(workspace, *args, "--storage", str(storage))) == 0
     search = section(output.read_text(encoding="utf-8"), "search")
     assert "No hyperparameter search has been run" not in search and images(search)
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", search)
+    assert headers == ["Parameter", "Baseline", "Best", "Configured now", "Importance"]
+    # One trial: the baseline, so the configured hidden_size (8) in all three columns.
+    assert "<td><code>hidden_size</code></td><td>8</td><td>8</td><td>8</td>" in search
     capsys.readouterr()
     assert main(kuoro(workspace, *args, "--storage", str(tmp_path / "nothing.sqlite3"))) == 2
     assert "--storage" in capsys.readouterr().err

@@ -425,7 +425,7 @@ def _plot_search(result: HyperoptResult, trials: Sequence[Any]) -> str:
     )
     if result.baseline_value is not None:
         history_ax.axhline(
-            result.baseline_value, color="#d62728", linestyle=":", label="configured parameters"
+            result.baseline_value, color="#d62728", linestyle=":", label="baseline (trial 0)"
         )
     history_ax.set(title="Held-out nDCG@10 of each trial", xlabel="Trial", ylabel="nDCG@10")
     _legend_below(figure, history_ax)
@@ -665,16 +665,15 @@ def _search_section(project: Project, storage: Path | None) -> str:
         ("Best held-out nDCG@10", f"{_number(result.best_value)} (trial {result.best_trial})"),
     ]
     if result.baseline_value is not None:
-        facts.append(
-            ("Configured parameters", f"held-out nDCG@10 {_number(result.baseline_value)}")
-        )
+        facts.append(("Baseline held-out nDCG@10", _number(result.baseline_value)))
     importance = result.importances
     names = sorted(result.best_params, key=lambda n: (-importance.get(n, -1.0), n))
     rows = [
         [
             f"<code>{_e(name)}</code>",
-            _e(_short(project.config.params.get(name, "–"))),
+            _e(_short(result.baseline_params.get(name, "–"))),
             _e(_short(result.best_params[name])),
+            _e(_short(project.config.params.get(name, "–"))),
             _number(importance[name], 3) if name in importance else "–",
         ]
         for name in names
@@ -685,11 +684,14 @@ def _search_section(project: Project, storage: Path | None) -> str:
     return (
         _plot_search(result, trials)
         + _facts(facts)
-        + _table(["Parameter", "Configured", "Best", "Importance"], rows, numeric=[3])
+        + _table(
+            ["Parameter", "Baseline", "Best", "Configured now", "Importance"], rows, numeric=[4]
+        )
         + _note(
-            f"From {_e(storage.name)}. Importance: the parameter's share of the variation of "
-            "the held-out score over the completed trials. The best parameters for "
-            "projects.toml:"
+            f"From {_e(storage.name)}. Baseline: the parameters configured when the search "
+            "began, its first trial. Configured now: what projects.toml says today. "
+            "Importance: the parameter's share of the variation of the held-out score over "
+            "the completed trials. The best parameters for projects.toml:"
         )
         + f"<pre>{_e(snippet)}</pre>"
     )
