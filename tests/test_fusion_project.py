@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from kuoro.cli import main
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.fit import split_positions
+from kuoro.model_files import read_model
 from kuoro.project import Project
 
 from arch_workspace import ARCH, kuoro, make_workspace, open_project
@@ -56,6 +61,16 @@ max_epochs = 4
 hidden_size = 16
 batch_size = 128
 patience = 2
+
+[fusion-resume]
+language = "fi"
+vocab = "arch"
+backend = "kuoro"
+sources = "tfidf-stem,tfidf-words"
+max_epochs = 12
+hidden_size = 16
+batch_size = 32
+patience = 20
 
 [fusion-linear]
 language = "fi"
@@ -342,7 +357,6 @@ def test_suggesting_reads_the_numpy_model_without_torch_and_matches_torch(
     workspace: Path,
 ) -> None:
     from kuoro.fusion_loader import load_fusion
-    from kuoro.model_files import read_model
 
     project = open_project(workspace, "fusion-kuoro")
     version_dir, manifest = read_model(project.model_dir, project.project_id)
@@ -375,3 +389,74 @@ def test_fusion_engine_is_chosen_by_environment(
     monkeypatch.setenv("KUORO_FUSION_ENGINE", "jax")
     with pytest.raises(KuoroError, match=r"KUORO_FUSION_ENGINE is 'jax'; allowed: numpy, torch"):
         _ = open_project(workspace, "fusion-kuoro").source
+
+
+def _weights(project: Project) -> dict[str, torch.Tensor]:
+    version_dir, _ = read_model(project.model_dir, project.project_id)
+    state: dict[str, torch.Tensor] = torch.load(version_dir / "model.pt", weights_only=True)
+    return state
+
+
+def test_an_interrupted_training_resumes_after_its_last_epoch(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = str(workspace / "fusion.tsv")
+    project = open_project(workspace, "fusion-resume")
+    checkpoints = project.store_path.with_suffix(".training")
+    assert main(kuoro(workspace, "train", "fusion-resume", corpus)) == 0
+    uninterrupted = _weights(project)
+    assert not checkpoints.exists()  # a finished training leaves no checkpoint behind
+
+    # A real training process, killed once it has saved two epochs. One torch thread, as
+    # in this process, so that the resumed run adds up its floats in the same order.
+    command = [
+        sys.executable,
+        "-m",
+        "kuoro.cli",
+        *kuoro(workspace, "train", "fusion-resume", corpus),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    epoch = 0
+    while epoch < 2:
+        assert process.poll() is None, "the training finished before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint within two minutes"
+        with contextlib.suppress(OSError, ValueError):  # not written yet, or being replaced
+            epoch = json.loads((checkpoints / "state.json").read_text())["state"]["epoch"]
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    stopped_at = json.loads((checkpoints / "state.json").read_text())["state"]["epoch"]
+    assert 2 <= stopped_at < 12
+
+    capsys.readouterr()
+    assert main(kuoro(workspace, "train", "fusion-resume", corpus)) == 0
+    assert f"resuming the interrupted training of 'fusion-resume' after epoch {stopped_at}" in (
+        capsys.readouterr().err
+    )
+    resumed = _weights(project)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(resumed[name], tensor), name
+    version_dir, manifest = read_model(project.model_dir, "fusion-resume")
+    assert manifest["training"]["epochs"] == 12
+    assert len((version_dir / "history.jsonl").read_text().splitlines()) == 12
+    assert not checkpoints.exists()
+
+
+def test_a_checkpoint_of_other_parameters_is_not_resumed(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = open_project(workspace, "fusion-resume")
+    checkpoints = project.store_path.with_suffix(".training")
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    run = {"backend": "kuoro", "params": {"hidden_size": 99}}
+    (checkpoints / "run.json").write_text(json.dumps(run))
+    (checkpoints / "state.json").write_text(json.dumps({"weights": "x.pt", "state": {"epoch": 3}}))
+    capsys.readouterr()
+    assert main(kuoro(workspace, "train", "fusion-resume", str(workspace / "fusion.tsv"))) == 0
+    assert "resuming" not in capsys.readouterr().err
+    _, manifest = read_model(project.model_dir, "fusion-resume")
+    assert manifest["training"]["epochs"] == 12
+    assert not checkpoints.exists()

@@ -71,7 +71,8 @@ def _open(obj: Context, project_id: str) -> Project:
 @jobs_option
 @click.option(
     "--cached/--no-cached", default=True, show_default=True,
-    help="Fusion: reuse the sources' stored suggestions while sources and corpus are unchanged.",
+    help="Fusion: reuse the sources' stored suggestions while sources and corpus are unchanged, "
+    "and resume an interrupted training of the same data and parameters.",
 )  # fmt: skip
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,

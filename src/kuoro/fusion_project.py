@@ -6,7 +6,9 @@ the weights (``model.pt`` for torch, loaded with ``weights_only``; ``fusion.npz`
 suggesting without torch, see ``fusion_loader``), the concept prior, the split of the
 store into trained and held-out documents, the training history, and in the manifest the
 fingerprints of the vocabulary, each source and the store, so that loading can say exactly
-what changed since.
+what changed since. Training saves every epoch next to the store (``ID.training``): a
+``train`` that was interrupted and is run again on the same data and parameters goes on after
+its last finished epoch, to the same model an uninterrupted run gives.
 
 ``learn`` starts from the trained weights and trains on the new documents together with the
 original training documents (replayed from the store when it is still the one trained on),
@@ -16,6 +18,7 @@ unless an epoch beats it there.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kuoro.atomic import atomic_write
 from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.fit import (
     FitInfo,
@@ -53,11 +57,13 @@ from kuoro.fusion_loader import (
 from kuoro.model_files import read_model, write_model
 from kuoro.store import SuggestionStore
 from kuoro.store_builder import build_store, model_fingerprint
+from kuoro.training.callbacks import CHECKPOINT_STATE
 
 if TYPE_CHECKING:
     from kuoro.project import Project, TrainingSummary
 
 log = logging.getLogger(__name__)
+RUN = "run.json"  # in the checkpoint directory: what the run it holds trained on, and how
 
 
 def train_fusion(
@@ -81,6 +87,7 @@ def train_fusion(
         )
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
         log.info("training fusion model '%s' on %d documents", project.project_id, len(store))
+        checkpoints = _checkpoint_dir(project, store, held_out, resume=cached)
         model, info = fit_fusion(
             store,
             params,
@@ -91,6 +98,7 @@ def train_fusion(
             device=device,
             validation_store=held_out,
             history_path=scratch / HISTORY,
+            checkpoint_dir=checkpoints,
         )
         training = {
             "corpus": [str(p) for p in corpus_paths],
@@ -100,7 +108,9 @@ def train_fusion(
             "separate_validation": held_out is not None,
             **info.summary(),
         }
-        return _save(project, sources, model, info, training, scratch, started, store)
+        summary = _save(project, sources, model, info, training, scratch, started, store)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return summary
 
 
 def learn_fusion(
@@ -240,6 +250,49 @@ def training_stores(
                 _store(project, sources, path, [Path(validation)], jobs, cached, progress)
             )
         yield store, held_out
+
+
+def _checkpoint_dir(
+    project: Project,
+    store: SuggestionStore,
+    held_out: SuggestionStore | None,
+    *,
+    resume: bool,
+) -> Path:
+    """Where training saves every epoch, next to the store: a run of the same data and
+    parameters that an interrupted ``train`` left there is resumed (if ``resume``); any other
+    is discarded."""
+    directory = project.store_path.with_suffix(".training")
+    run = json.loads(
+        json.dumps(
+            {
+                "backend": project.config.backend,
+                "params": dict(project.config.params),
+                "sources": [[ref.project_id, ref.weight] for ref in project.config.sources],
+                "data": store.fingerprints,
+                "validation_data": None if held_out is None else held_out.fingerprints,
+                "torch": torch.__version__,
+            }
+        )
+    )
+    try:
+        saved = json.loads((directory / RUN).read_text(encoding="utf-8"))
+        epoch = json.loads((directory / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+        epoch = int(epoch["state"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        saved, epoch = None, 0
+    if resume and saved == run and epoch > 0:
+        log.warning(
+            "resuming the interrupted training of '%s' after epoch %d (%s)",
+            project.project_id,
+            epoch,
+            directory,
+        )
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    with atomic_write(directory / RUN) as out:
+        out.write(json.dumps(run, indent=1).encode())
+    return directory
 
 
 def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str, Any]) -> nn.Module:

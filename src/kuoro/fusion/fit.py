@@ -30,7 +30,7 @@ from kuoro.fusion.models import (
 from kuoro.fusion.tensors import CandidateBatch, to_batch
 from kuoro.store import StoreBatch, SuggestionStore
 from kuoro.training import EarlyStopping, History, NDCGAtK, ProgressBar, Trainer
-from kuoro.training.callbacks import Callback
+from kuoro.training.callbacks import CHECKPOINT_STATE, Callback, Checkpoint
 
 # Bounds of a held-out split given as a fraction: enough documents for a steady nDCG, few
 # enough that validating costs little next to an epoch.
@@ -227,12 +227,15 @@ def fit_fusion(
     validation_store: SuggestionStore | None = None,
     history_path: Path | None = None,
     callbacks: Sequence[Callback] = (),
+    checkpoint_dir: Path | None = None,
 ) -> tuple[nn.Module, FitInfo]:
     """Train a fusion model of ``family`` on the store's documents; the model is on the CPU.
 
     The held-out documents are ``validation_store``'s, or a random split of ``store`` as the
     ``validation`` parameter says; they are scored, never trained on, and not in the prior.
     ``callbacks`` run after the built-in ones (early stopping, history, progress bar).
+    ``checkpoint_dir``: every epoch is saved there, and a run it holds is resumed (the caller
+    makes sure it is a run of the same data and parameters).
     """
     if len(store) == 0:
         raise KuoroError(f"the suggestion store {store.path} holds no documents to train on")
@@ -256,6 +259,7 @@ def fit_fusion(
         device=device,
         history_path=history_path,
         callbacks=callbacks,
+        checkpoint_dir=checkpoint_dir,
     )
 
 
@@ -273,12 +277,14 @@ def train_fusion_model(
     history_path: Path | None = None,
     callbacks: Sequence[Callback] = (),
     must_improve: bool = False,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[nn.Module, FitInfo]:
     """Train ``model`` (fresh or already trained) on the ``train`` parts; it ends on the CPU.
 
     ``held_out`` documents choose the epoch to keep; ``prior_counts`` is the concept prior the
     model reads, counted on the training documents. ``must_improve``: the model as given is
     scored first, and kept unless an epoch beats it on the held-out documents (``learn``).
+    ``checkpoint_dir``: as in ``fit_fusion``.
     """
     prior = ConceptPrior.from_counts(prior_counts)
     target = torch.device(_device(device))
@@ -290,6 +296,9 @@ def train_fusion_model(
     baseline = evaluate(model, val_batches).get(MONITOR) if must_improve else None
     epochs, best_epoch = 0, None
     if family != "mean":
+        resume = checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_STATE).is_file()
+        if checkpoint_dir is not None:
+            callbacks = [*callbacks, Checkpoint(checkpoint_dir)]
         trainer, max_epochs, batch_size = _trainer(
             family,
             model,
@@ -305,6 +314,7 @@ def train_fusion_model(
             lambda epoch: _Epoch(train, batch_size, prior, seed + epoch, target),
             val_batches or None,
             max_epochs=max_epochs,
+            resume_from=checkpoint_dir if resume else None,
         )
         epochs = state.epoch
         best_epoch = state.best_epoch if state.best_epoch is not None else state.epoch

@@ -182,6 +182,9 @@ def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+CHECKPOINT_STATE = "state.json"  # in a Checkpoint directory: the state and its weights file
+
+
 class Checkpoint(Callback):
     """Saves everything a resumed run needs at the end of every ``every``-th epoch.
 
@@ -208,7 +211,7 @@ class Checkpoint(Callback):
         with atomic_write(self.directory / name) as out:
             torch.save(trainer.state_dict(), out)
         record = {"weights": name, "state": state.to_dict()}
-        with atomic_write(self.directory / "state.json") as out:
+        with atomic_write(self.directory / CHECKPOINT_STATE) as out:
             out.write(json.dumps(record, indent=1).encode())
         for old in self.directory.glob("epoch-*.pt"):
             if old.name != name:
@@ -221,11 +224,12 @@ class Checkpoint(Callback):
 
 def load_checkpoint(directory: str | Path, trainer: Trainer) -> TrainingState:
     """Load the checkpoint in ``directory`` into ``trainer``; the state it was saved with."""
-    path = Path(directory) / "state.json"
+    path = Path(directory) / CHECKPOINT_STATE
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint in {directory} ({path.name} is missing)")
     record = json.loads(path.read_text())
-    saved = torch.load(Path(directory) / record["weights"], weights_only=True)
+    # On the CPU first: a run checkpointed on a GPU may resume on a machine without one.
+    saved = torch.load(Path(directory) / record["weights"], map_location="cpu", weights_only=True)
     trainer.load_state_dict(saved)
     return TrainingState.from_dict(record["state"])
 
