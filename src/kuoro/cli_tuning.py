@@ -69,6 +69,10 @@ def hyperopt_command(
     held-out documents, the same for every trial. The first trial is the configured
     parameters. The search is kept in SQLite: running the command again continues it up to
     --trials. Prints the best parameters as a projects.toml snippet.
+
+    The held-out documents are the project's `validation` corpus, or a random part of CORPUS.
+    A validation corpus like the documents the project will index (e.g. the most recent
+    ones) makes the gain of the best trial likelier to carry over to them.
     """
     import optuna
 
