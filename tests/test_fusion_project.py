@@ -185,7 +185,8 @@ def test_validation_corpus_path_is_held_out_whole(workspace: Path, tmp_path: Pat
     project = open_project(workspace, "fusion-mean", data)
     params = {**project.config.params, "validation": str(tmp_path / "held.tsv")}
     project.config = dataclasses.replace(project.config, params=params)
-    project.train([tmp_path / "train.tsv"])
+    summary = project.train([tmp_path / "train.tsv"])
+    assert "1000 training and 300 held-out documents; nothing to train; ndcg@10 " in summary.report
     info = project.last_fit
     assert info is not None and info.train_documents == 1000
     assert info.validation_documents == 300 and len(info.validation_positions) == 0

@@ -397,10 +397,14 @@ def _save(
     model_dir = write_model(project.model_dir, metadata, write_files)
     project.last_fit = info
     project.__dict__.pop("source", None)  # the next suggestion loads the new model
+    trained = (
+        "nothing to train"
+        if info.best_epoch is None
+        else f"{info.epochs} epochs, best {info.best_epoch}"
+    )
     report = (
         f"{info.train_documents} training and {info.validation_documents} held-out "
-        f"documents; {info.epochs} epochs, best {info.best_epoch}; "
-        + ", ".join(f"{k} {v:.4f}" for k, v in info.metrics.items())
+        f"documents; {trained}; " + ", ".join(f"{k} {v:.4f}" for k, v in info.metrics.items())
     )
     log.info("%s", report)
     return TrainingSummary(len(store), seconds, model_dir, report)
