@@ -23,7 +23,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -252,6 +252,28 @@ def training_stores(
         yield store, held_out
 
 
+def training_context(
+    project: Project,
+    store: SuggestionStore,
+    held_out: SuggestionStore | None,
+    *,
+    exclude: Collection[str] = (),
+) -> dict[str, Any]:
+    """What training ``project`` on these stores depends on, as JSON values: the backend, the
+    parameters (less ``exclude``), the sources and their weights, the data's fingerprints.
+    Runs with equal contexts train alike; a hyperparameter search excludes what it varies."""
+    params = {k: v for k, v in project.config.params.items() if k not in exclude}
+    context = {
+        "backend": project.config.backend,
+        "parameters": params,
+        "sources": [[ref.project_id, ref.weight] for ref in project.config.sources],
+        "data": store.fingerprints,
+        "validation_data": None if held_out is None else held_out.fingerprints,
+    }
+    loaded: dict[str, Any] = json.loads(json.dumps(context))
+    return loaded
+
+
 def _checkpoint_dir(
     project: Project,
     store: SuggestionStore,
@@ -263,18 +285,7 @@ def _checkpoint_dir(
     parameters that an interrupted ``train`` left there is resumed (if ``resume``); any other
     is discarded."""
     directory = project.store_path.with_suffix(".training")
-    run = json.loads(
-        json.dumps(
-            {
-                "backend": project.config.backend,
-                "params": dict(project.config.params),
-                "sources": [[ref.project_id, ref.weight] for ref in project.config.sources],
-                "data": store.fingerprints,
-                "validation_data": None if held_out is None else held_out.fingerprints,
-                "torch": torch.__version__,
-            }
-        )
-    )
+    run = {**training_context(project, store, held_out), "torch": torch.__version__}
     try:
         saved = json.loads((directory / RUN).read_text(encoding="utf-8"))
         epoch = json.loads((directory / CHECKPOINT_STATE).read_text(encoding="utf-8"))

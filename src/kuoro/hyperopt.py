@@ -43,7 +43,6 @@ from kuoro.training.callbacks import Callback
 
 if TYPE_CHECKING:
     from kuoro.project import Project
-    from kuoro.store import SuggestionStore
     from kuoro.training.callbacks import TrainingState
     from kuoro.training.trainer import Trainer
 
@@ -189,23 +188,6 @@ class PruningCallback(Callback):
             raise optuna.TrialPruned(f"nDCG@10 {value:.4f} at epoch {state.epoch}")
 
 
-def _context(
-    project: Project,
-    space: Mapping[str, BaseDistribution],
-    store: SuggestionStore,
-    held_out: SuggestionStore | None,
-) -> dict[str, Any]:
-    """What every trial of a study must share for their scores to compare."""
-    fixed = {k: v for k, v in project.config.params.items() if k not in space}
-    return {
-        "backend": project.config.backend,
-        "parameters": json.loads(json.dumps(fixed)),
-        "sources": [[ref.project_id, ref.weight] for ref in project.config.sources],
-        "data": store.fingerprints,
-        "validation_data": None if held_out is None else held_out.fingerprints,
-    }
-
-
 def _context_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     changes = []
     if old.get("backend") != new["backend"]:
@@ -309,7 +291,7 @@ def run_hyperopt(
     """
     from kuoro.fusion.fit import fit_fusion
     from kuoro.fusion_loader import trained_sources
-    from kuoro.fusion_project import training_stores
+    from kuoro.fusion_project import training_context, training_stores
 
     if trials < 1:
         raise KuoroError(f"--trials must be at least 1, not {trials}")
@@ -326,7 +308,8 @@ def run_hyperopt(
     )
     with stores as (store, held_out):
         study = _open_study(storage, project.project_id, seed, pruner)
-        space = _prepare_study(study, project, space, _context(project, space, store, held_out))
+        context = training_context(project, store, held_out, exclude=space)
+        space = _prepare_study(study, project, space, context)
 
         def objective(trial: optuna.Trial) -> float:
             searched = {name: _suggest(trial, name, dist) for name, dist in space.items()}
