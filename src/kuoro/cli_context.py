@@ -50,6 +50,10 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where fusion models train (auto: a GPU when torch sees one).",
+)  # fmt: skip
 
 
 def progress_disabled(obj: Context) -> bool | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from kuoro.cli_context import Context, pass_context
+from kuoro.cli_context import Context, device_option, pass_context
 from kuoro.errors import KuoroError
 from kuoro.metrics import ANNIF_ORDER
 
@@ -74,10 +74,7 @@ def _open(obj: Context, project_id: str) -> Project:
     help="Fusion: reuse the sources' stored suggestions while sources and corpus are unchanged, "
     "and resume an interrupted training of the same data and parameters.",
 )  # fmt: skip
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="Fusion: where the model trains (auto: a GPU when torch sees one).",
-)  # fmt: skip
+@device_option
 @pass_context
 def train_command(
     obj: Context, project_id: str, corpus: Sequence[Path], jobs: int, cached: bool, device: str

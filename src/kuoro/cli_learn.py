@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from kuoro.cli_context import Context, pass_context
+from kuoro.cli_context import Context, device_option, pass_context
 
 
 @click.command("learn")
@@ -17,10 +17,7 @@ from kuoro.cli_context import Context, pass_context
     "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
     help="Parallel jobs running the sources over the new documents.",
 )  # fmt: skip
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="Where the model trains (auto: a GPU when torch sees one).",
-)  # fmt: skip
+@device_option
 @pass_context
 def learn_command(
     obj: Context, project_id: str, corpus: Sequence[Path], jobs: int, device: str

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kuoro.cli_context import Context, pass_context
+from kuoro.cli_context import Context, device_option, pass_context
 
 if TYPE_CHECKING:
     from kuoro.project import Project
@@ -47,10 +47,7 @@ def _open(obj: Context, project_id: str) -> Project:
     "--seed", type=click.IntRange(min=0), default=0, show_default=True,
     help="Seed of the sampler (the held-out split follows the project's seed).",
 )  # fmt: skip
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="Where the models train (auto: a GPU when torch sees one).",
-)  # fmt: skip
+@device_option
 @pass_context
 def hyperopt_command(
     obj: Context,
