@@ -15,11 +15,11 @@ from kuoro.datadir import DataDir
 from kuoro.metrics import RankingMetrics
 from kuoro.project import Project
 
-from conftest import SHARED_DATA, requires_shared_data
+from arch_workspace import ARCH, kuoro
+from conftest import requires_shared_data
 
 pytestmark = requires_shared_data
 
-ARCH = SHARED_DATA / "archaeology"
 PROJECTS = """
 [arch-tfidf]
 language = "fi"
@@ -29,10 +29,6 @@ analyzer = "snowball(finnish)"
 """
 UNKNOWN = "<http://example.org/not-in-yso>"
 COUNTS = {"True positives", "False positives", "False negatives", "Documents evaluated"}
-
-
-def kuoro(work: Path, *args: str) -> list[str]:
-    return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
 
 
 @pytest.fixture(scope="module")

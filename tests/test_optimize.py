@@ -20,12 +20,11 @@ from kuoro.optimize import (
     limit_threshold_grid,
 )
 
-from conftest import SHARED_DATA, requires_shared_data
+from arch_workspace import ARCH, kuoro
+from conftest import requires_shared_data
 
 if "optimize" not in cli.commands:  # until cli.py registers it
     cli.add_command(optimize_command)
-
-ARCH = SHARED_DATA / "archaeology"
 
 
 def random_case(seed: int, n_docs: int = 250, width: int = 60) -> tuple[sp.csr_matrix, list]:
@@ -110,10 +109,6 @@ vocab = "arch"
 backend = "tfidf"
 analyzer = "snowball(finnish)"
 """
-
-
-def kuoro(work: Path, *args: str) -> list[str]:
-    return ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml"), *args]
 
 
 @pytest.fixture(scope="module")
