@@ -16,11 +16,11 @@ from kuoro.errors import ModelError
 from kuoro.project import Project
 from kuoro.vocab import Vocabulary
 
-from conftest import SHARED_DATA, requires_shared_data
+from arch_workspace import ARCH, kuoro
+from conftest import requires_shared_data
 
 pytestmark = requires_shared_data
 
-ARCH = SHARED_DATA / "archaeology"
 PROJECTS = """
 [arch-tfidf]
 language = "fi"
@@ -36,20 +36,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory with the archaeology vocabulary and a trained tfidf project."""
     work = tmp_path_factory.mktemp("pipeline")
     (work / "projects.toml").write_text(PROJECTS, encoding="utf-8")
-    base = ["--datadir", str(work / "data"), "--projects", str(work / "projects.toml")]
-    assert main([*base, "load-vocab", "arch", str(ARCH / "yso-archaeology.ttl"), "-l", "fi"]) == 0
-    assert main([*base, "train", "arch-tfidf", str(ARCH / "documents.tsv")]) == 0
+    assert (
+        main(kuoro(work, "load-vocab", "arch", str(ARCH / "yso-archaeology.ttl"), "-l", "fi")) == 0
+    )
+    assert main(kuoro(work, "train", "arch-tfidf", str(ARCH / "documents.tsv"))) == 0
     return work
-
-
-def kuoro(workspace: Path, *args: str) -> list[str]:
-    return [
-        "--datadir",
-        str(workspace / "data"),
-        "--projects",
-        str(workspace / "projects.toml"),
-        *args,
-    ]
 
 
 def test_suggest_from_stdin(
