@@ -182,6 +182,7 @@ def test_validation_corpus_path_is_held_out_whole(workspace: Path, tmp_path: Pat
     (tmp_path / "held.tsv").write_text("".join(lines[1000:1300]), encoding="utf-8")
     data = DataDir(tmp_path / "data")
     shutil.copytree(workspace / "data", data.root)
+    stores_before = set(data.stores())
     project = open_project(workspace, "fusion-mean", data)
     params = {**project.config.params, "validation": str(tmp_path / "held.tsv")}
     project.config = dataclasses.replace(project.config, params=params)
@@ -190,7 +191,10 @@ def test_validation_corpus_path_is_held_out_whole(workspace: Path, tmp_path: Pat
     info = project.last_fit
     assert info is not None and info.train_documents == 1000
     assert info.validation_documents == 300 and len(info.validation_positions) == 0
-    assert (data.root / "projects" / "fusion-mean.validation.store").is_dir()
+    _, manifest = read_model(project.model_dir, "fusion-mean")
+    # Two new shared stores: the training corpus's and the held-out corpus's.
+    assert len(set(data.stores()) - stores_before) == 2
+    assert data.root / manifest["training"]["store"] in set(data.stores()) - stores_before
 
 
 def test_validation_split_is_disjoint_and_complete() -> None:
@@ -337,7 +341,7 @@ def test_learn_without_the_training_store_uses_the_new_documents_alone(
     lines = (workspace / "sources.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
     (work / "new.tsv").write_text("".join(lines[:400]), encoding="utf-8")
     project = open_project(work, "fusion-kuoro")
-    shutil.rmtree(project.store_path)
+    shutil.rmtree(work / "data" / _manifest(project)["training"]["store"])  # type: ignore[index]
     project.learn([work / "new.tsv"])
     info = project.last_fit
     assert info is not None
@@ -403,7 +407,7 @@ def test_an_interrupted_training_resumes_after_its_last_epoch(
 ) -> None:
     corpus = str(workspace / "fusion.tsv")
     project = open_project(workspace, "fusion-resume")
-    checkpoints = project.store_path.with_suffix(".training")
+    checkpoints = project.datadir.checkpoint_dir("fusion-resume")
     assert main(kuoro(workspace, "train", "fusion-resume", corpus)) == 0
     uninterrupted = _weights(project)
     assert not checkpoints.exists()  # a finished training leaves no checkpoint behind
@@ -450,7 +454,7 @@ def test_a_checkpoint_of_other_parameters_is_not_resumed(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     project = open_project(workspace, "fusion-resume")
-    checkpoints = project.store_path.with_suffix(".training")
+    checkpoints = project.datadir.checkpoint_dir("fusion-resume")
     checkpoints.mkdir(parents=True, exist_ok=True)
     run = {"backend": "kuoro", "params": {"hidden_size": 99}}
     (checkpoints / "run.json").write_text(json.dumps(run))

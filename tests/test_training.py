@@ -22,6 +22,7 @@ from kuoro.metrics import RankingMetrics
 from kuoro.training import (
     Callback,
     Checkpoint,
+    CheckpointError,
     EarlyStopping,
     F1AtK,
     History,
@@ -491,7 +492,7 @@ def test_checkpoint_every_and_errors(tmp_path: Path) -> None:
     )
     trainer.fit(data, max_epochs=5)
     assert saved == [2, 4, 5]
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
         trainer.fit(data, max_epochs=5, resume_from=tmp_path / "nothing")
     other = Trainer(
         model,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kuoro.errors import KuoroError, NotFoundError
+from kuoro.locks import FileLock
 from kuoro.vocab import Vocabulary
 
 DATADIR_ENV = "KUORO_DATADIR"
@@ -42,6 +43,62 @@ class DataDir:
     def project_dir(self, project_id: str) -> Path:
         check_name(project_id, "project")
         return self.root / "projects" / project_id
+
+    def project_lock(self, project_id: str) -> FileLock:
+        """The lock a process holds while it changes the project's model or its files."""
+        check_name(project_id, "project")
+        return FileLock(self.root / "projects" / f"{project_id}.lock", f"project '{project_id}'")
+
+    def store_path(self, key: str) -> Path:
+        """A suggestion store shared by every fusion project over the same sources and
+        corpus; ``key`` identifies them (see ``store_builder.store_key``)."""
+        check_name(key, "store")
+        return self.root / "stores" / f"{key}.store"
+
+    def store_lock(self, store: Path) -> FileLock:
+        """The lock of a store: held exclusively to build it, shared to read it."""
+        return FileLock(store.with_name(store.name + ".lock"), f"suggestion store {store}")
+
+    def stores(self) -> list[Path]:
+        """Every shared suggestion store."""
+        folder = self.root / "stores"
+        return sorted(folder.glob("*.store")) if folder.is_dir() else []
+
+    def recorded_store(self, recorded: str, project_id: str) -> Path:
+        """The store a model's manifest names: relative to the data directory (so that the
+        directory can move), or, in models trained before stores were shared, the project's
+        own store."""
+        path = Path(recorded)
+        return self.legacy_store_path(project_id) if path.is_absolute() else self.root / path
+
+    def legacy_store_path(self, project_id: str) -> Path:
+        """Where a fusion project kept its own store before stores were shared."""
+        return self.project_dir(project_id).with_name(f"{project_id}.store")
+
+    def learn_store_path(self, project_id: str) -> Path:
+        """The store of the documents a ``learn`` of the project is given (scratch)."""
+        return self.project_dir(project_id).with_name(f"{project_id}.learn.store")
+
+    def checkpoint_dir(self, project_id: str) -> Path:
+        """Where a fusion project's training saves every epoch, to resume after a crash."""
+        return self.project_dir(project_id).with_name(f"{project_id}.training")
+
+    def hyperopt_storage(self, project_id: str) -> Path:
+        """The default SQLite file of the project's hyperparameter search."""
+        return self.project_dir(project_id).with_name(f"{project_id}.hyperopt.sqlite3")
+
+    def project_files(self, project_id: str) -> list[Path]:
+        """What the project has in the data directory besides shared stores: its model
+        versions, learn store, training checkpoint and hyperparameter search."""
+        candidates = [
+            self.project_dir(project_id),
+            self.legacy_store_path(project_id),
+            self.legacy_store_path(project_id).with_name(f"{project_id}.validation.store"),
+            self.learn_store_path(project_id),
+            self.checkpoint_dir(project_id),
+            self.hyperopt_storage(project_id),
+        ]
+        return [path for path in candidates if path.exists()]
 
     def vocabulary_names(self) -> list[str]:
         folder = self.root / "vocabs"

@@ -56,8 +56,8 @@ from kuoro.fusion_loader import (
 )
 from kuoro.model_files import read_model, write_model
 from kuoro.store import SuggestionStore
-from kuoro.store_builder import build_store, model_fingerprint
-from kuoro.training.callbacks import CHECKPOINT_STATE
+from kuoro.store_builder import build_store, model_fingerprint, open_shared_store
+from kuoro.training.callbacks import CHECKPOINT_STATE, CheckpointError
 
 if TYPE_CHECKING:
     from kuoro.project import Project, TrainingSummary
@@ -87,29 +87,43 @@ def train_fusion(
         )
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
         log.info("training fusion model '%s' on %d documents", project.project_id, len(store))
-        checkpoints = _checkpoint_dir(project, store, held_out, resume=cached)
-        model, info = fit_fusion(
-            store,
-            params,
-            project.config.backend,
-            [ref.weight for ref in project.config.sources],
-            seed=int(params.get("seed", 0)),  # type: ignore[call-overload]
-            progress=progress,
-            device=device,
-            validation_store=held_out,
-            history_path=scratch / HISTORY,
-            checkpoint_dir=checkpoints,
-        )
+        checkpoints = None
+        if project.config.backend != "mean":  # which trains nothing
+            checkpoints = _checkpoint_dir(project, store, held_out, resume=cached)
+
+        def fit() -> tuple[nn.Module, FitInfo]:
+            return fit_fusion(
+                store,
+                params,
+                project.config.backend,
+                [ref.weight for ref in project.config.sources],
+                seed=int(params.get("seed", 0)),  # type: ignore[call-overload]
+                progress=progress,
+                device=device,
+                validation_store=held_out,
+                history_path=scratch / HISTORY,
+                checkpoint_dir=checkpoints,
+            )
+
+        try:
+            model, info = fit()
+        except CheckpointError as exc:
+            assert checkpoints is not None
+            log.warning("%s; discarding it and training from the start", exc)
+            (scratch / HISTORY).unlink(missing_ok=True)
+            checkpoints = _checkpoint_dir(project, store, held_out, resume=False)
+            model, info = fit()
         training = {
             "corpus": [str(p) for p in corpus_paths],
             "documents": len(store),
-            "store": str(store.path),
+            "store": store.path.relative_to(project.datadir.root).as_posix(),
             "store_fingerprints": store.fingerprints,
             "separate_validation": held_out is not None,
             **info.summary(),
         }
         summary = _save(project, sources, model, info, training, scratch, started, store)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return summary
 
 
@@ -132,7 +146,7 @@ def learn_fusion(
     params = dict(project.config.params)
     seed = int(params.get("seed", 0))  # type: ignore[call-overload]
     started = time.perf_counter()
-    learn_path = project.store_path.with_suffix(".learn.store")
+    learn_path = project.datadir.learn_store_path(pid)
     with ExitStack() as stack:
         new = stack.enter_context(
             _store(project, sources, learn_path, corpus_paths, jobs, False, progress)
@@ -159,7 +173,7 @@ def learn_fusion(
             log.warning(
                 "the store '%s' was trained on is gone or changed: learning from the %d new "
                 "documents alone, %d of them held out",
-                project.store_path,
+                manifest["training"].get("store"),
                 len(trained),
                 len(held),
             )
@@ -226,6 +240,28 @@ def _store(
     )
 
 
+def _shared_store(
+    project: Project,
+    sources: Sequence[Project],
+    corpus_paths: Sequence[Path],
+    jobs: int,
+    cached: bool,
+    progress: bool,
+    legacy: Path,
+) -> SuggestionStore:
+    return open_shared_store(
+        project.datadir,
+        sources,
+        corpus_paths,
+        vocabulary=project.vocabulary,
+        language=project.config.language,
+        jobs=jobs,
+        cached=cached,
+        progress=progress,
+        legacy=[legacy],
+    )
+
+
 @contextmanager
 def training_stores(
     project: Project,
@@ -236,18 +272,20 @@ def training_stores(
     cached: bool = True,
     progress: bool = False,
 ) -> Iterator[tuple[SuggestionStore, SuggestionStore | None]]:
-    """The project's store of the corpora, and of its ``validation`` corpus when that
-    parameter is a path (else None), each filled from the sources or reused."""
+    """The store of the corpora, and of the project's ``validation`` corpus when that
+    parameter is a path (else None), each filled from the sources or reused. Stores are
+    shared: fusion projects over the same sources and corpus use one."""
     validation = project.config.params.get("validation")
+    legacy = project.datadir.legacy_store_path(project.project_id)
     with ExitStack() as stack:
         store = stack.enter_context(
-            _store(project, sources, project.store_path, corpus_paths, jobs, cached, progress)
+            _shared_store(project, sources, corpus_paths, jobs, cached, progress, legacy)
         )
         held_out = None
         if isinstance(validation, str):
-            path = project.store_path.with_suffix(".validation.store")
+            legacy = legacy.with_name(f"{project.project_id}.validation.store")
             held_out = stack.enter_context(
-                _store(project, sources, path, [Path(validation)], jobs, cached, progress)
+                _shared_store(project, sources, [Path(validation)], jobs, cached, progress, legacy)
             )
         yield store, held_out
 
@@ -284,7 +322,7 @@ def _checkpoint_dir(
     """Where training saves every epoch, next to the store: a run of the same data and
     parameters that an interrupted ``train`` left there is resumed (if ``resume``); any other
     is discarded."""
-    directory = project.store_path.with_suffix(".training")
+    directory = project.datadir.checkpoint_dir(project.project_id)
     run = {**training_context(project, store, held_out), "torch": torch.__version__}
     try:
         saved = json.loads((directory / RUN).read_text(encoding="utf-8"))
@@ -333,13 +371,21 @@ def _original_store(
     project: Project, manifest: Mapping[str, Any], version_dir: Path
 ) -> tuple[SuggestionStore, tuple[np.ndarray, np.ndarray]] | None:
     """The store the model was trained on and its (trained, held-out) split, if both remain."""
-    expected = manifest["training"].get("store_fingerprints")
+    training = manifest["training"]
+    expected = training.get("store_fingerprints")
     split_file = version_dir / SPLIT
-    if not expected or manifest["training"].get("separate_validation"):
+    if not expected or training.get("separate_validation") or not training.get("store"):
         return None
-    if not (project.store_path.is_dir() and split_file.is_file()):
+    path = project.datadir.recorded_store(training["store"], project.project_id)
+    if not ((path / "data.mdb").is_file() and split_file.is_file()):
         return None
-    store = SuggestionStore.open(project.store_path)
+    lock = project.datadir.store_lock(path).acquire_waiting(shared=True)
+    try:
+        store = SuggestionStore.open(path)
+    except BaseException:
+        lock.release()
+        raise
+    store.hold(lock.release)
     if not store.complete or store.fingerprints != expected:
         store.close()
         return None

@@ -109,7 +109,7 @@ class HyperoptResult:
 
 def default_storage(project: Project) -> Path:
     """Where a project's search is kept unless ``--storage`` says otherwise."""
-    return project.model_dir.parent / f"{project.project_id}.hyperopt.sqlite3"
+    return project.datadir.hyperopt_storage(project.project_id)
 
 
 def search_space(project: Project) -> dict[str, BaseDistribution]:

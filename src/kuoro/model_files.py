@@ -33,6 +33,7 @@ def write_model(
 ) -> Path:
     """Write a new model version with ``write_files(directory)`` and make it current."""
     project_dir.mkdir(parents=True, exist_ok=True)
+    previous = _current_name(project_dir)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     version_dir = project_dir / f"v{stamp}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
     version_dir.mkdir()
@@ -60,7 +61,7 @@ def write_model(
     except BaseException:
         shutil.rmtree(version_dir, ignore_errors=True)
         raise
-    _remove_old_versions(project_dir, keep=version_dir.name)
+    _remove_old_versions(project_dir, keep=version_dir.name, previous=previous)
     return version_dir
 
 
@@ -110,7 +111,37 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _remove_old_versions(project_dir: Path, keep: str) -> None:
+def _current_name(project_dir: Path) -> str | None:
+    try:
+        return (project_dir / CURRENT).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _remove_old_versions(project_dir: Path, keep: str, previous: str | None) -> None:
+    """Remove the version that was current before ``keep`` and what crashed writers left;
+    never the current one, nor one that another live process may be writing."""
+    current = _current_name(project_dir)
     for child in project_dir.iterdir():
-        if child.is_dir() and child.name.startswith("v") and child.name != keep:
+        if not (child.is_dir() and child.name.startswith("v")) or child.name in (keep, current):
+            continue
+        if child.name == previous or not _writer_alive(child.name):
             shutil.rmtree(child, ignore_errors=True)
+
+
+def _writer_alive(version: str) -> bool:
+    """Whether the process that wrote version directory ``version`` (named
+    v<time>-<pid>-<n>) may still be running; this process counts as not running."""
+    parts = version.split("-")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

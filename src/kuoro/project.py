@@ -18,6 +18,7 @@ from kuoro.config import ProjectConfig, parse_analyzer
 from kuoro.corpus import Corpus
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError, ModelError
+from kuoro.locks import FileLock
 from kuoro.model_files import read_model, write_model
 from kuoro.ranking import rank_row
 from kuoro.sources.base import Source, Suggester
@@ -118,13 +119,26 @@ class Project:
 
         A fusion project runs its (trained) sources over the corpora into a suggestion store,
         reused while they and the corpora are unchanged when ``cached``, and trains on it.
+        Only one process at a time trains or updates a project: another is refused.
         """
-        if self.config.kind == "fusion":
-            from kuoro.fusion_project import train_fusion
+        with self.lock():
+            if self.config.kind == "fusion":
+                from kuoro.fusion_project import train_fusion
 
-            return train_fusion(
-                self, corpus_paths, jobs=jobs, progress=progress, cached=cached, device=device
-            )
+                return train_fusion(
+                    self, corpus_paths, jobs=jobs, progress=progress, cached=cached, device=device
+                )
+            return self._train_source(corpus_paths, jobs=jobs, progress=progress)
+
+    def lock(self) -> FileLock:
+        """The project's lock, taken: held while its model is trained or updated."""
+        return self.datadir.project_lock(self.project_id).acquire_or_fail(
+            "wait for it to finish, then try again"
+        )
+
+    def _train_source(
+        self, corpus_paths: Sequence[Path], *, jobs: int, progress: bool
+    ) -> TrainingSummary:
         source = self.new_source()
         corpus = Corpus(corpus_paths, self.vocabulary, language=self.config.language)
         started = time.perf_counter()
@@ -158,11 +172,6 @@ class Project:
 
     # -- fusion projects -------------------------------------------------------------------
 
-    @property
-    def store_path(self) -> Path:
-        """Where a fusion project keeps its sources' suggestions for the training corpus."""
-        return self.model_dir.parent / f"{self.project_id}.store"
-
     def learn(
         self,
         corpus_paths: Sequence[Path],
@@ -179,7 +188,8 @@ class Project:
             )
         from kuoro.fusion_project import learn_fusion
 
-        return learn_fusion(self, corpus_paths, jobs=jobs, progress=progress, device=device)
+        with self.lock():
+            return learn_fusion(self, corpus_paths, jobs=jobs, progress=progress, device=device)
 
     # -- loading and suggesting ------------------------------------------------------------
 

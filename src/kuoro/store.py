@@ -48,7 +48,7 @@ import os
 import struct
 import sys
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -117,6 +117,7 @@ class SuggestionStore:
         self._chunk_first, self._chunk_docs = self._read_chunk_index()
         self._pending: list[StoreBatch] = []
         self._prior_counts = self._read_prior() if writable else None
+        self._on_close: list[Callable[[], None]] = []
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -198,6 +199,10 @@ class SuggestionStore:
         """Write buffered documents (when writing) and close the store."""
         self._close(flush=True)
 
+    def hold(self, release: Callable[[], None]) -> None:
+        """Call ``release`` when the store is closed (e.g. to release a lock on it)."""
+        self._on_close.append(release)
+
     def _close(self, *, flush: bool) -> None:
         if self._env is None:
             return
@@ -207,6 +212,8 @@ class SuggestionStore:
         finally:
             self._env.close()
             self._env = None
+            while self._on_close:
+                self._on_close.pop()()
 
     @property
     def _live_env(self) -> lmdb.Environment:
@@ -643,8 +650,49 @@ def _read_meta(env: lmdb.Environment, path: Path, *, required: bool) -> dict[str
     return meta
 
 
+# LMDB's meta pages (pages 0 and 1): after a 16-byte page header, the magic number, the
+# page size (the free-page database's md_pad), the last page used and the transaction id.
+_LMDB_MAGIC = 0xBEEFC0DE
+_LMDB_MAGIC_AT, _LMDB_PAGE_SIZE_AT, _LMDB_LAST_PAGE_AT = 16, 40, 136
+
+
+def check_data_file(data_file: Path) -> None:
+    """Refuse an LMDB data file that is shorter than its own meta pages say (truncated, e.g.
+    by a full disk or a bad copy): mapping it would kill the process with SIGBUS at the first
+    read past its end."""
+    try:
+        size = data_file.stat().st_size
+        with data_file.open("rb") as f:
+            head = f.read(2 * 65536)
+    except OSError as exc:
+        raise StoreError(f"cannot read the suggestion store file {data_file}: {exc}") from exc
+    rebuild = "rebuild it: run the training again with --no-cached"
+    if len(head) < _LMDB_LAST_PAGE_AT + 16:
+        raise StoreError(f"the suggestion store file {data_file} is truncated; {rebuild}")
+    (magic,) = struct.unpack_from("<I", head, _LMDB_MAGIC_AT)
+    (page_size,) = struct.unpack_from("<I", head, _LMDB_PAGE_SIZE_AT)
+    if magic != _LMDB_MAGIC or page_size < 512 or page_size & (page_size - 1):
+        raise StoreError(f"{data_file} is not an intact suggestion store file; {rebuild}")
+    metas = [0, page_size] if len(head) >= page_size + _LMDB_LAST_PAGE_AT + 16 else [0]
+    last_pages = []
+    for offset in metas:
+        (meta_magic,) = struct.unpack_from("<I", head, offset + _LMDB_MAGIC_AT)
+        last_page, txn_id = struct.unpack_from("<QQ", head, offset + _LMDB_LAST_PAGE_AT)
+        if meta_magic == _LMDB_MAGIC:
+            last_pages.append((txn_id, last_page))
+    # The meta page of the latest transaction says how far the file must reach.
+    needed = (max(last_pages)[1] + 1) * page_size
+    if size < needed:
+        raise StoreError(
+            f"the suggestion store file {data_file} is truncated ({size} bytes of {needed}); "
+            f"{rebuild}"
+        )
+
+
 def _open_env(path: Path, *, readonly: bool, map_size: int) -> lmdb.Environment:
     data_file = path / "data.mdb"
+    if data_file.exists():
+        check_data_file(data_file)
     # LMDB maps at least the size recorded by the last writer; the file size covers the rest.
     size = max(map_size, data_file.stat().st_size if data_file.exists() else 0)
     if not readonly:

@@ -25,13 +25,22 @@ from tqdm import tqdm
 
 from kuoro.batch_suggest import suggest_corpus_all
 from kuoro.corpus import Corpus
+from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
+from kuoro.locks import FileLock
 from kuoro.model_files import read_model
 from kuoro.project import Project
 from kuoro.store import StoreError, SuggestionStore
 from kuoro.vocab import Vocabulary
 
-__all__ = ["build_store", "corpus_fingerprint", "model_fingerprint"]
+__all__ = [
+    "build_store",
+    "corpus_fingerprint",
+    "model_fingerprint",
+    "open_shared_store",
+    "store_fingerprints",
+    "store_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +60,48 @@ def build_store(
     jobs: int = 1,
     cached: bool = True,
     progress: bool = False,
+    lock: FileLock | None = None,
+    fingerprints: Mapping[str, str] | None = None,
 ) -> SuggestionStore:
     """The store of the projects' suggestions for the corpus at ``path``, opened for reading.
 
     With ``cached`` an existing complete store with the same fingerprints is reused; without
-    it the store is always rebuilt.
+    it the store is always rebuilt. ``lock``: the store's lock, taken (or already held)
+    exclusively while the store is checked and built, then shared until the returned store
+    is closed, so that no other process rebuilds it under a reader. ``fingerprints``:
+    ``store_fingerprints`` of the same arguments, when the caller has them already.
     """
     path = Path(path)
+    if fingerprints is None:
+        fingerprints = store_fingerprints(
+            projects, corpus_paths, vocabulary=vocabulary, language=language
+        )
+    if lock is not None:
+        lock.acquire_waiting()
+    try:
+        _build(path, projects, corpus_paths, vocabulary, language, jobs, cached, progress,
+               fingerprints)  # fmt: skip
+        store = SuggestionStore.open(path)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if lock is not None:
+        lock.share()
+        store.hold(lock.release)
+    return store
+
+
+def store_fingerprints(
+    projects: Sequence[Project],
+    corpus_paths: Sequence[Path],
+    *,
+    vocabulary: Vocabulary,
+    language: str,
+) -> dict[str, str]:
+    """What a store of these sources' suggestions for the corpus holds: fingerprints of the
+    vocabulary, of each source's trained model (in the store's column order) and of the
+    corpus."""
     if not projects:
         raise KuoroError("a suggestion store needs at least one source project")
     for project in projects:
@@ -66,12 +110,89 @@ def build_store(
                 f"source '{project.project_id}' uses vocabulary '{project.config.vocab}', "
                 f"not '{vocabulary.name}'"
             )
-    top_ks = [_top_k(project) for project in projects]
-    fingerprints = {
+    return {
         _VOCABULARY: vocabulary.fingerprint,
         **{_SOURCE + p.project_id: model_fingerprint(p) for p in projects},
         _CORPUS: corpus_fingerprint(corpus_paths, language=language),
     }
+
+
+def store_key(vocabulary_name: str, fingerprints: Mapping[str, str]) -> str:
+    """The name of the shared store for these fingerprints: the vocabulary's name, the source
+    projects in order and the corpus. Retrained sources or an updated vocabulary rebuild the
+    store of the same name; another corpus or other sources have a store of their own."""
+    sources = [key.removeprefix(_SOURCE) for key in fingerprints if key.startswith(_SOURCE)]
+    described = {"vocabulary": vocabulary_name, "sources": sources, "corpus": fingerprints[_CORPUS]}
+    return _digest(json.dumps(described, sort_keys=True).encode("utf-8"))
+
+
+def open_shared_store(
+    datadir: DataDir,
+    projects: Sequence[Project],
+    corpus_paths: Sequence[Path],
+    *,
+    vocabulary: Vocabulary,
+    language: str,
+    jobs: int = 1,
+    cached: bool = True,
+    progress: bool = False,
+    legacy: Sequence[Path] = (),
+) -> SuggestionStore:
+    """The store of the projects' suggestions for the corpus in the data directory's
+    ``stores/``, shared by every fusion project over the same sources and corpus, built once.
+
+    ``legacy``: where a project kept its own store before stores were shared; such a store
+    of the same fingerprints is moved to the shared place instead of being built again.
+    """
+    fingerprints = store_fingerprints(
+        projects, corpus_paths, vocabulary=vocabulary, language=language
+    )
+    path = datadir.store_path(store_key(vocabulary.name, fingerprints))
+    lock = datadir.store_lock(path).acquire_waiting()
+    try:
+        if not path.exists():
+            _adopt_legacy_store(path, legacy, fingerprints)
+    except BaseException:
+        lock.release()
+        raise
+    return build_store(
+        path,
+        projects,
+        corpus_paths,
+        vocabulary=vocabulary,
+        language=language,
+        jobs=jobs,
+        cached=cached,
+        progress=progress,
+        lock=lock,
+        fingerprints=fingerprints,
+    )
+
+
+def _adopt_legacy_store(
+    path: Path, legacy: Sequence[Path], fingerprints: Mapping[str, str]
+) -> None:
+    for old in legacy:
+        meta = _stored_meta(old)
+        if meta is not None and meta.get("complete") and not _changes(meta, fingerprints):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(old, path)
+            log.info("moved the store %s to %s, where fusion projects share it", old, path)
+            return
+
+
+def _build(
+    path: Path,
+    projects: Sequence[Project],
+    corpus_paths: Sequence[Path],
+    vocabulary: Vocabulary,
+    language: str,
+    jobs: int,
+    cached: bool,
+    progress: bool,
+    fingerprints: Mapping[str, str],
+) -> None:
+    """Make the store at ``path`` hold what ``fingerprints`` describe, complete."""
     staging = path.with_name(path.name + ".new")
     _finish_interrupted_swap(path, staging)
 
@@ -83,7 +204,7 @@ def build_store(
         )
         if not reasons and existing["complete"]:
             log.info("reusing store %s (%d documents)", path, existing["documents"])
-            return SuggestionStore.open(path)
+            return
         if reasons:
             # The old store stays usable until the new one is complete.
             log.info("%s; rebuilding", "; ".join(reasons))
@@ -95,6 +216,7 @@ def build_store(
                 done = staged["complete"]  # killed after finishing, before the swap
 
     if not done:
+        top_ks = [_top_k(project) for project in projects]
         store = SuggestionStore.create(
             target,
             source_names=[p.project_id for p in projects],
@@ -107,7 +229,6 @@ def build_store(
             _fill(store, projects, corpus_paths, language, vocabulary, jobs, progress)
     if target == staging:
         _swap(staging, path)
-    return SuggestionStore.open(path)
 
 
 def _fill(

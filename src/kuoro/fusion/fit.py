@@ -158,8 +158,19 @@ class _Epoch:
         ]
         order = np.repeat(np.arange(len(streams)), self._lengths())
         np.random.default_rng(self.seed).shuffle(order)
+        learnt_from = 0
         for index in order:
-            yield next(streams[index]).to(self.device)
+            batch = next(streams[index])
+            # Documents no source suggested anything for have no candidates to learn from.
+            if batch.n_candidates:
+                learnt_from += batch.n_docs
+                yield batch.to(self.device)
+        if not learnt_from:
+            raise KuoroError(
+                f"the sources suggested nothing for any of the {sum(map(len, self.parts))} "
+                "training documents: there is nothing to learn from (are the sources trained "
+                "for this vocabulary and language?)"
+            )
 
 
 def gold_counts(part: StorePart) -> np.ndarray:
@@ -286,12 +297,22 @@ def train_fusion_model(
     scored first, and kept unless an epoch beats it on the held-out documents (``learn``).
     ``checkpoint_dir``: as in ``fit_fusion``.
     """
+    if not prior_counts.any():
+        raise KuoroError(
+            f"none of the {sum(len(part) for part in train)} training documents has a subject "
+            "in the vocabulary: there is nothing to learn from"
+        )
     prior = ConceptPrior.from_counts(prior_counts)
     target = torch.device(_device(device))
     val_batches = [
         b.to(target)
         for b in candidate_batches(held_out.store, held_out.positions, 256, prior, training=False)
     ]
+    if val_batches and not any(bool(b.n_gold.any()) for b in val_batches if b.n_gold is not None):
+        raise KuoroError(
+            f"none of the {len(held_out)} held-out documents has a subject in the vocabulary: "
+            "they cannot score the model"
+        )
     model = model.to(target)
     baseline = evaluate(model, val_batches).get(MONITOR) if must_improve else None
     epochs, best_epoch = 0, None

@@ -31,15 +31,18 @@ def _labels(batch: CandidateBatch) -> Tensor:
 
 
 def _rows(logits: Tensor) -> Tensor:
-    """(members, m) for logits of shape (m,) or (members, m)."""
-    return logits.reshape(-1, logits.shape[-1])
+    """(members, m) for logits of shape (m,) or (members, m), m = 0 included."""
+    return logits if logits.dim() == 2 else logits.unsqueeze(0)
 
 
 def bce_loss(logits: Tensor, batch: CandidateBatch) -> Tensor:
     """Binary cross-entropy of each candidate against its label, averaged over candidates."""
     labels = _labels(batch)
+    rows = _rows(logits)
+    if rows.shape[-1] == 0:
+        return rows.sum()  # no candidates: no signal, but a loss connected to the graph
     per_candidate = F.binary_cross_entropy_with_logits(
-        _rows(logits), labels.expand(_rows(logits).shape), reduction="none"
+        rows, labels.expand(rows.shape), reduction="none"
     )
     return per_candidate.mean(-1).sum()
 

@@ -3,6 +3,7 @@
 from kuoro.training.callbacks import (
     Callback,
     Checkpoint,
+    CheckpointError,
     EarlyStopping,
     History,
     ProgressBar,
@@ -15,6 +16,7 @@ from kuoro.training.trainer import Trainer, seed_everything
 __all__ = [
     "Callback",
     "Checkpoint",
+    "CheckpointError",
     "EarlyStopping",
     "F1AtK",
     "History",

@@ -222,16 +222,30 @@ class Checkpoint(Callback):
         return load_checkpoint(self.directory, trainer)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint is missing or cannot be loaded (damaged, or of another model)."""
+
+
 def load_checkpoint(directory: str | Path, trainer: Trainer) -> TrainingState:
-    """Load the checkpoint in ``directory`` into ``trainer``; the state it was saved with."""
+    """Load the checkpoint in ``directory`` into ``trainer``; the state it was saved with.
+
+    Raises CheckpointError when it cannot; the trainer may then be partly restored, so a run
+    that starts over builds a new one.
+    """
     path = Path(directory) / CHECKPOINT_STATE
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint in {directory} ({path.name} is missing)")
-    record = json.loads(path.read_text())
-    # On the CPU first: a run checkpointed on a GPU may resume on a machine without one.
-    saved = torch.load(Path(directory) / record["weights"], map_location="cpu", weights_only=True)
-    trainer.load_state_dict(saved)
-    return TrainingState.from_dict(record["state"])
+        raise CheckpointError(f"no checkpoint in {directory} ({path.name} is missing)")
+    try:
+        record = json.loads(path.read_text())
+        # On the CPU first: a run checkpointed on a GPU may resume on a machine without one.
+        weights = Path(directory) / str(record["weights"])
+        saved = torch.load(weights, map_location="cpu", weights_only=True)
+        trainer.load_state_dict(saved)
+        return TrainingState.from_dict(record["state"])
+    except CheckpointError:
+        raise
+    except Exception as exc:  # torch, zipfile and json fail on damaged files in many ways
+        raise CheckpointError(f"the checkpoint in {directory} cannot be loaded: {exc}") from exc
 
 
 class ProgressBar(Callback):
