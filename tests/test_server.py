@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from kuoro.cli import main
 from kuoro.config import ProjectConfig, load_projects
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
@@ -392,10 +394,11 @@ def test_an_untrained_project_answers_503_and_says_why(client: TestClient) -> No
     )
     info = client.get("/v1/projects/untrained").json()
     assert info["is_trained"] is False and info["modification_time"] is None
-    assert "kuoro train untrained" in info["error"]
+    assert "kuoro train untrained CORPUS" in info["error"]
     health = client.get("/health").json()
-    assert health["status"] == "degraded"
-    assert health["projects"]["untrained"]["status"] == "error"
+    # A project not trained yet is no fault of the server's: it says how to train it.
+    assert health["status"] == "ok"
+    assert health["projects"]["untrained"] == {"status": "not trained", "error": info["error"]}
     assert "stem-private" not in health["projects"] and "stem-hidden" in health["projects"]
 
 
@@ -411,7 +414,7 @@ def test_lazy_loading_loads_a_model_on_its_first_request(workspace: Path, texts:
         assert_problem(lazy.post("/v1/projects/untrained/suggest", data={"text": "x"}), 503)
         states = lazy.get("/health").json()["projects"]
         assert states["tfidf-words"]["status"] == "ready"
-        assert states["untrained"]["status"] == "error"
+        assert states["untrained"]["status"] == "not trained"
         assert states["fusion"]["status"] == "not loaded"
 
 
@@ -459,12 +462,15 @@ def test_learning_needs_the_token_and_allow_learn(workspace: Path) -> None:
         )
         assert_problem(answer, 403, "disabled")
     with make_client(workspace, lazy=True, learn_token=TOKEN) as served:
-        assert_problem(served.post(url.format("fusion"), json=documents), 403, "token")
-        for header in (f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN, "Bearer "):
-            answer = served.post(
-                url.format("fusion"), json=documents, headers={"Authorization": header}
-            )
-            assert_problem(answer, 403, "token")
+        # Without a token: 401 and how to authenticate; with a wrong one: 403.
+        for header in ({}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer "}):
+            answer = served.post(url.format("fusion"), json=documents, headers=header)
+            assert_problem(answer, 401, "Authorization: Bearer <token>")
+            assert answer.headers["www-authenticate"] == "Bearer"
+        answer = served.post(
+            url.format("fusion"), json=documents, headers={"Authorization": f"Bearer {TOKEN}x"}
+        )
+        assert_problem(answer, 403, "not the server's learn token")
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert_problem(
             served.post(url.format("tfidf-stem"), json=documents, headers=auth),
@@ -551,6 +557,74 @@ def test_learn_updates_a_fusion_model_and_serves_the_new_one(
         assert after != before
         now = served.post("/v1/projects/fusion/suggest", data={"text": texts[0]}).json()
         assert now["results"] == expected(open_project(work, "fusion"), texts[0])
+
+
+def test_learn_while_the_project_is_trained_elsewhere_is_a_conflict(
+    workspace: Path, tmp_path: Path
+) -> None:
+    work = copied_workspace(workspace, tmp_path)
+    line = (work / "sources.tsv").read_text(encoding="utf-8").splitlines()[0]
+    text, refs = line.split("\t")
+    documents = [{"text": text, "subjects": [{"uri": r.strip("<>")} for r in refs.split()]}]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    before = (work / "data" / "projects" / "fusion" / "CURRENT").read_text()
+    with make_client(work, learn_token=TOKEN) as served:
+        # As `kuoro train fusion` holds it (another open file, so another lock owner).
+        with DataDir(work / "data").project_lock("fusion").acquire_or_fail(""):
+            answer = served.post("/v1/projects/fusion/learn", json=documents, headers=auth)
+            assert_problem(answer, 409, "project 'fusion' is busy")
+        assert (work / "data" / "projects" / "fusion" / "CURRENT").read_text() == before
+        answer = served.post("/v1/projects/fusion/learn", json=documents, headers=auth)
+        assert answer.status_code == 204, answer.text
+
+
+def test_learn_with_a_damaged_store_fails_alone(
+    workspace: Path, tmp_path: Path, texts: list[str]
+) -> None:
+    work = copied_workspace(workspace, tmp_path)
+    (store,) = DataDir(work / "data").stores()
+    os.truncate(store / "data.mdb", (store / "data.mdb").stat().st_size // 2)
+    line = (work / "sources.tsv").read_text(encoding="utf-8").splitlines()[0]
+    text, refs = line.split("\t")
+    documents = [{"text": text, "subjects": [{"uri": r.strip("<>")} for r in refs.split()]}]
+    with make_client(work, learn_token=TOKEN) as served:
+        answer = served.post(
+            "/v1/projects/fusion/learn",
+            json=documents,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        problem = assert_problem(answer, 503, "is truncated")
+        assert str(work) not in problem["detail"]  # no absolute paths of the server's disk
+        for project_id in ("fusion", "tfidf-stem"):
+            again = served.post(f"/v1/projects/{project_id}/suggest", data={"text": texts[0]})
+            assert again.status_code == 200 and again.json()["results"]
+
+
+def test_a_retrained_model_is_served_once_loaded_and_its_time_shown(
+    workspace: Path, tmp_path: Path, texts: list[str]
+) -> None:
+    work = copied_workspace(workspace, tmp_path)
+    url = "/v1/projects/tfidf-words/suggest"
+    with make_client(work) as served:
+        trained_at = served.get("/v1/projects/tfidf-words").json()["modification_time"]
+        old = served.post(url, data={"text": texts[0]}).json()["results"]
+        # Retrained on other documents, as `kuoro train` does beside the running server.
+        assert main(kuoro(work, "train", "tfidf-words", str(work / "fusion.tsv"))) == 0
+        new = expected(open_project(work, "tfidf-words"), texts[0])
+        assert new != old
+        deadline = time.monotonic() + 30
+        while (answer := served.post(url, data={"text": texts[0]})).json()["results"] != new:
+            # Until the new model is loaded the old one answers, and its time is shown.
+            assert answer.status_code == 200 and answer.json()["results"] == old
+            assert served.get("/v1/projects/tfidf-words").json()["modification_time"] == (
+                trained_at
+            )
+            assert time.monotonic() < deadline, "the retrained model was never served"
+            time.sleep(0.05)
+        now = served.get("/v1/projects/tfidf-words").json()["modification_time"]
+        pointer = work / "data" / "projects" / "tfidf-words" / "CURRENT"
+        shown = datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp()
+        assert now != trained_at and abs(shown - pointer.stat().st_mtime) < 1e-3
 
 
 # -- kuoro serve -------------------------------------------------------------------------------

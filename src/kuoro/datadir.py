@@ -100,6 +100,13 @@ class DataDir:
         ]
         return [path for path in candidates if path.exists()]
 
+    def public_message(self, message: str) -> str:
+        """``message`` with this directory's absolute path left out (the paths in it made
+        relative to the directory), for answers to remote clients."""
+        for root in sorted({str(self.root.resolve()), str(self.root)}, key=len, reverse=True):
+            message = message.replace(root + os.sep, "")
+        return message
+
     def vocabulary_names(self) -> list[str]:
         folder = self.root / "vocabs"
         return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []

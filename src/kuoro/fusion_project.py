@@ -64,6 +64,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RUN = "run.json"  # in the checkpoint directory: what the run it holds trained on, and how
+# A quick learn (the REST API's): at most this many epochs, over the new documents and a sample
+# of the original ones, QUICK_REPLAY_RATIO times as many as the new ones (at least the minimum).
+QUICK_EPOCHS, QUICK_REPLAY_RATIO, QUICK_REPLAY_MIN = 3, 4, 256
 
 
 def train_fusion(
@@ -134,8 +137,14 @@ def learn_fusion(
     jobs: int = 1,
     progress: bool = False,
     device: str = "auto",
+    quick: bool = False,
 ) -> TrainingSummary:
-    """Update the project's trained model with the documents of ``corpus_paths``."""
+    """Update the project's trained model with the documents of ``corpus_paths``.
+
+    ``quick``: a few bounded epochs over the new documents and a random sample of the
+    original ones (the REST API's ``learn``, which a client waits for); otherwise every
+    original document is replayed for up to ``max_epochs``.
+    """
     pid = project.project_id
     if project.config.backend == "mean":
         raise KuoroError(f"project '{pid}' (backend 'mean') learns nothing; there is no model")
@@ -145,6 +154,8 @@ def learn_fusion(
     sources = trained_sources(project, manifest)
     params = dict(project.config.params)
     seed = int(params.get("seed", 0))  # type: ignore[call-overload]
+    if quick:
+        params["max_epochs"] = min(int(params["max_epochs"]), QUICK_EPOCHS)  # type: ignore[call-overload]
     started = time.perf_counter()
     learn_path = project.datadir.learn_store_path(pid)
     with ExitStack() as stack:
@@ -154,16 +165,27 @@ def learn_fusion(
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
         if len(new) == 0:
             raise KuoroError(f"no documents to learn from in {', '.join(map(str, corpus_paths))}")
+        if not gold_counts(StorePart(new, np.arange(len(new)))).any():
+            raise KuoroError(
+                f"none of the {len(new)} documents to learn from has a subject in the "
+                "vocabulary: there is nothing to learn from"
+            )
         original = _original_store(project, manifest, version_dir)
         if original is not None:
             store, split = original
             stack.enter_context(store)
-            train = [StorePart(store, split[0]), StorePart(new, np.arange(len(new)))]
+            replayed = split[0]
+            if quick:
+                size = min(len(replayed), max(QUICK_REPLAY_MIN, QUICK_REPLAY_RATIO * len(new)))
+                chosen = np.random.default_rng(seed).choice(len(replayed), size, replace=False)
+                replayed = np.sort(replayed[chosen])
+            train = [StorePart(store, replayed), StorePart(new, np.arange(len(new)))]
             held_out = StorePart(store, split[1])
             log.info(
-                "learning from %d new documents, replaying the %d trained on; choosing the "
-                "epoch on the %d held out",
+                "learning from %d new documents, replaying %d of the %d trained on; choosing "
+                "the epoch on the %d held out",
                 len(new),
+                len(replayed),
                 len(split[0]),
                 len(split[1]),
             )
@@ -200,6 +222,7 @@ def learn_fusion(
                 "corpus": [str(p) for p in corpus_paths],
                 "documents": len(new),
                 "replayed": original is not None,
+                "quick": quick,
                 **info.summary(),
             },
         ]

@@ -179,8 +179,10 @@ class Project:
         jobs: int = 1,
         progress: bool = False,
         device: str = "auto",
+        quick: bool = False,
     ) -> TrainingSummary:
-        """Update the trained model with new documents (fusion projects; see fusion_project)."""
+        """Update the trained model with new documents (fusion projects; see fusion_project).
+        ``quick``: a few bounded epochs, for a client waiting on the answer."""
         if self.config.kind != "fusion":
             raise KuoroError(
                 f"project '{self.project_id}' (backend '{self.config.backend}') does not support "
@@ -189,7 +191,9 @@ class Project:
         from kuoro.fusion_project import learn_fusion
 
         with self.lock():
-            return learn_fusion(self, corpus_paths, jobs=jobs, progress=progress, device=device)
+            return learn_fusion(
+                self, corpus_paths, jobs=jobs, progress=progress, device=device, quick=quick
+            )
 
     # -- loading and suggesting ------------------------------------------------------------
 

@@ -36,9 +36,12 @@ from kuoro import __version__
 from kuoro.config import ProjectConfig
 from kuoro.datadir import DataDir
 from kuoro.errors import CorpusError, KuoroError, ModelError, NotFoundError, SourceError
+from kuoro.locks import BusyError
+from kuoro.model_files import CURRENT
 from kuoro.project import Project
 from kuoro.ranking import rank_row
 from kuoro.sources.base import Suggester
+from kuoro.store import StoreError
 from kuoro.vocab import Vocabulary
 
 log = logging.getLogger("kuoro.server")
@@ -172,41 +175,56 @@ class Problem(BaseModel):
 
 
 class ProjectHealth(BaseModel):
-    status: Literal["ready", "not loaded", "error"]
+    """``error`` says why a project cannot answer (how to train it, when it is not trained),
+    or, beside ``ready``, why a newer model than the one it answers with failed to load."""
+
+    status: Literal["ready", "not loaded", "not trained", "error"]
     error: str | None
 
 
 class Health(BaseModel):
-    """``ok`` when every loaded project can answer, ``degraded`` when some cannot."""
+    """``ok`` when every trained project that was loaded can answer, ``degraded`` when some
+    cannot; projects not trained yet are listed as such and do not make it degraded."""
 
     status: Literal["ok", "degraded"]
     projects: dict[str, ProjectHealth]
 
 
 class ProblemError(Exception):
-    """An error answered as a problem response."""
+    """An error answered as a problem response (with ``headers``, e.g. WWW-Authenticate)."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = dict(headers or {})
 
 
-def problem_response(status: int, title: str, detail: str) -> JSONResponse:
+def problem_response(
+    status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     body = Problem(title=title, status=status, detail=detail).model_dump()
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+    return JSONResponse(
+        body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {})
+    )
 
 
-def _problem_for(exc: KuoroError) -> ProblemError:
-    """The status of an error raised by Kuoro's own code: the client's fault or the server's."""
+def _problem_for(exc: KuoroError, datadir: DataDir | None = None) -> ProblemError:
+    """The status of an error raised by Kuoro's own code: the client's fault or the server's.
+    ``datadir``: the server's, whose absolute path the detail leaves out."""
+    detail = str(exc) if datadir is None else datadir.public_message(str(exc))
     if isinstance(exc, NotFoundError):
-        return ProblemError(404, "Not found", str(exc))
+        return ProblemError(404, "Not found", detail)
+    if isinstance(exc, BusyError):
+        return ProblemError(409, "Conflict", detail)
     if isinstance(exc, CorpusError):
-        return ProblemError(400, "Bad Request", str(exc))
-    if isinstance(exc, ModelError | SourceError):
-        return ProblemError(503, "Service unavailable", str(exc))
-    return ProblemError(400, "Bad Request", str(exc))
+        return ProblemError(400, "Bad Request", detail)
+    if isinstance(exc, ModelError | SourceError | StoreError):
+        return ProblemError(503, "Service unavailable", detail)
+    return ProblemError(400, "Bad Request", detail)
 
 
 # -- where the time goes: sources vs the fusion model -------------------------------------------
@@ -286,7 +304,11 @@ class _Vocabularies:
 
 
 class ServedProject:
-    """One project as the server holds it: its model loaded once (or never, with the reason)."""
+    """One project as the server holds it: its model loaded once (or never, with the reason).
+
+    A model trained since it was loaded (its ``CURRENT`` changed) is loaded in the background
+    while the old one goes on answering, then takes its place at once.
+    """
 
     def __init__(
         self,
@@ -303,7 +325,11 @@ class ServedProject:
         self.served = served or {}  # every project of the server, this one included
         self.project: Project | None = None
         self.error: str | None = None
-        self._failed_model: str | None = None  # the CURRENT model that failed to load
+        self._loaded_model: str | None = None  # the CURRENT stamp of the model served
+        self._failed_model: str | None = None  # the CURRENT stamp of a model that failed
+        self._next_check = 0.0  # when to look at CURRENT again (time.monotonic)
+        self._reloading = False
+        self.reload_error: str | None = None  # why a newer model than the one served failed
         self._load_lock = threading.Lock()
         self.learn_lock = threading.Lock()
 
@@ -313,16 +339,16 @@ class ServedProject:
 
     def _new_project(self) -> Project:
         project = Project(
-            self.config, self.datadir, self.projects, loaded_sources=self._served_sources()
+            self.config, self.datadir, self.projects, loaded_sources=self.served_sources()
         )
         vocab = self.vocabularies.get(self.config.vocab)
         if vocab is not None:
             project.vocabulary = vocab  # share the one loaded copy (a cached_property)
         return project
 
-    def _served_sources(self) -> dict[str, Project]:
+    def served_sources(self) -> dict[str, Project]:
         """This fusion project's sources that the server serves too, loaded: the fusion model
-        suggests through them rather than loading each source model a second time."""
+        suggests (and learns) through them rather than loading each source model again."""
         loaded = {}
         for ref in self.config.sources:
             sibling = self.served.get(ref.project_id)
@@ -332,20 +358,28 @@ class ServedProject:
         return loaded
 
     def _model_stamp(self) -> str | None:
-        """Which model is current on disk, to notice one trained after a failed load."""
+        """Which model is current on disk: its version and when it became current."""
         try:
-            pointer = self.datadir.project_dir(self.project_id) / "CURRENT"
+            pointer = self.datadir.project_dir(self.project_id) / CURRENT
             return f"{pointer.read_text(encoding='utf-8')}@{pointer.stat().st_mtime_ns}"
         except (OSError, KuoroError):
             return None
 
     def load(self, *, force: bool = False) -> Project | None:
-        """Load the model unless it is loaded (or failed and is unchanged); None on failure."""
+        """Load the model unless it is loaded (or failed and is unchanged); None on failure.
+        ``force``: load the current model again (the one loaded answers until it is done)."""
         with self._load_lock:
             if self.project is not None and not force:
                 return self.project
             stamp = self._model_stamp()
             if self.error is not None and not force and stamp == self._failed_model:
+                return None
+            if stamp is None:
+                self._fail(
+                    f"project '{self.project_id}' is not trained yet; train it with: "
+                    f"kuoro train {self.project_id} CORPUS",
+                    stamp,
+                )
                 return None
             started = time.perf_counter()
             try:
@@ -357,31 +391,70 @@ class ServedProject:
                 return None
             except Exception as exc:  # a damaged file can break a library in any way
                 log.exception("project '%s': loading the model failed", self.project_id)
-                self._fail(f"cannot load the model: {type(exc).__name__}: {exc}", stamp)
+                self._fail(f"cannot load the model: {exc}", stamp)
                 return None
             _time_fusion_sources(project)
             self.project, self.error, self._failed_model = project, None, None
+            self._loaded_model, self.reload_error = stamp, None
             log.info(
                 "project '%s' loaded in %.2f s", self.project_id, time.perf_counter() - started
             )
             return project
 
     def _fail(self, message: str, stamp: str | None) -> None:
+        message = self.datadir.public_message(message)
         log.error("project '%s' cannot answer: %s", self.project_id, message)
+        if self.project is not None and stamp is not None:
+            # A newer model that fails to load: the one loaded goes on answering.
+            self._failed_model, self.reload_error = stamp, message
+            return
         self.project, self.error, self._failed_model = None, message, stamp
 
     def ready(self) -> Project:
         """The loaded project, or a 503 problem saying why it cannot answer."""
-        project = self.project or self.load()
+        project = self.project
+        if project is not None:
+            self._reload_if_retrained()
+            return project
+        project = self.load()
         if project is None:
             raise ProblemError(503, "Service unavailable", self.error or "project not ready")
         return project
 
+    def _reload_if_retrained(self) -> None:
+        """Start loading the model in the background if another became current on disk
+        (looked at once a second at most)."""
+        now = time.monotonic()
+        if now < self._next_check or self._reloading:
+            return
+        self._next_check = now + 1.0
+        stamp = self._model_stamp()
+        if stamp is None or stamp in (self._loaded_model, self._failed_model):
+            return
+        self._reloading = True
+
+        def reload() -> None:
+            try:
+                self.load(force=True)
+            finally:
+                self._reloading = False
+
+        threading.Thread(target=reload, name=f"reload-{self.project_id}", daemon=True).start()
+
+    @property
+    def model_time(self) -> datetime | None:
+        """When the model served (or, before one is loaded, the current one) was trained."""
+        stamp = self._loaded_model if self.project is not None else self._model_stamp()
+        if stamp is None:
+            return None
+        return datetime.fromtimestamp(int(stamp.rsplit("@", 1)[1]) / 1e9, timezone.utc)
+
     def health(self) -> ProjectHealth:
         if self.project is not None:
-            return ProjectHealth(status="ready", error=None)
+            return ProjectHealth(status="ready", error=self.reload_error)
         if self.error is not None:
-            return ProjectHealth(status="error", error=self.error)
+            trained = self._model_stamp() is not None
+            return ProjectHealth(status="error" if trained else "not trained", error=self.error)
         return ProjectHealth(status="not loaded", error=None)
 
     def info(self) -> ProjectInfo:
@@ -390,11 +463,7 @@ class ServedProject:
         vocab_language: str | None = language
         if language not in vocab.languages:
             vocab_language = vocab.languages[0] if vocab.languages else None
-        pointer = self.datadir.project_dir(self.project_id) / "CURRENT"
-        try:
-            mtime: datetime | None = datetime.fromtimestamp(pointer.stat().st_mtime, timezone.utc)
-        except OSError:
-            mtime = None
+        mtime = self.model_time
         return ProjectInfo(
             project_id=self.project_id,
             name=self.config.name,
@@ -430,7 +499,7 @@ class ServedProject:
                         [documents[i].document_id for i in wanted],
                     )
                 except KuoroError as exc:
-                    raise _problem_for(exc) from exc
+                    raise _problem_for(exc, self.datadir) from exc
         results: list[list[SuggestionResult]] = [[] for _ in documents]
         for position, i in enumerate(wanted):
             row = rows[position]
@@ -552,7 +621,9 @@ class _BodySizeLimit:
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Bad Request: invalid input",
+        401: "Unauthorized: no learn token was presented",
         403: "Operation is not allowed",
+        409: "Conflict: the project is being trained by another process",
         404: "Project not found",
         413: "Payload Too Large",
         503: "Service Unavailable: the project's model cannot answer",
@@ -681,7 +752,7 @@ def create_app(
         "/v1/projects/{project_id}/learn",
         status_code=204,
         response_class=Response,
-        responses=_problems(400, 403, 404, 413, 503),
+        responses=_problems(400, 401, 403, 404, 409, 413, 503),
         tags=["Learning from feedback"],
     )
     def learn(
@@ -693,12 +764,18 @@ def create_app(
         project = lookup(project_id)
         if token is None:
             raise ProblemError(403, "Learning not allowed", "learning is disabled on this server")
-        presented = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(presented.encode(), token.encode()):
+        if credentials is None:  # no credentials at all: say how to authenticate (RFC 9110)
+            raise ProblemError(
+                401,
+                "Unauthorized",
+                "learning needs the server's token as 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise ProblemError(
                 403,
                 "Learning not allowed",
-                "learning needs the server's token as 'Authorization: Bearer <token>'",
+                "the token presented is not the server's learn token",
             )
         if not project.config.allow_learn:
             raise ProblemError(
@@ -716,7 +793,7 @@ def create_app(
         degraded = any(s.status == "error" for s in states.values())
         return Health(status="degraded" if degraded else "ok", projects=states)
 
-    _add_error_handlers(app)
+    _add_error_handlers(app, datadir)
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     if not lazy:
         started = time.perf_counter()
@@ -735,19 +812,25 @@ def _learn(project: ServedProject, documents: Sequence[LearnDocument]) -> None:
         corpus = Path(scratch) / "learn.tsv"
         if write_learning_corpus(documents, corpus) == 0:
             raise ProblemError(400, "Bad Request", "no document with text and subjects to learn")
-        learner = Project(project.config, project.datadir, project.projects)
+        learner = Project(
+            project.config,
+            project.datadir,
+            project.projects,
+            loaded_sources=project.served_sources(),
+        )
         try:
-            learner.learn([corpus])
+            learner.learn([corpus], quick=True)
         except KuoroError as exc:
-            raise _problem_for(exc) from exc
-    if project.load(force=True) is None:
-        raise ProblemError(503, "Service unavailable", project.error or "reloading failed")
+            raise _problem_for(exc, project.datadir) from exc
+    if project.load(force=True) is None or project.reload_error is not None:
+        detail = project.reload_error or project.error or "reloading failed"
+        raise ProblemError(503, "Service unavailable", detail)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, datadir: DataDir) -> None:
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProblemError)
-        return problem_response(exc.status, exc.title, exc.detail)
+        return problem_response(exc.status, exc.title, exc.detail, exc.headers)
 
     async def on_invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -766,7 +849,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def on_kuoro(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, KuoroError)
-        problem = _problem_for(exc)
+        problem = _problem_for(exc, datadir)
         return problem_response(problem.status, problem.title, problem.detail)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
