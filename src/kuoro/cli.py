@@ -240,8 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("kuoro: interrupted", err=True)
         return 130
+    except click.UsageError as exc:
+        # One line, as every other error: what is wrong and where to read how to do it.
+        command = exc.ctx.command_path if exc.ctx is not None else "kuoro"
+        message = exc.format_message().rstrip(".")
+        click.echo(f"kuoro: usage error: {message} (see '{command} --help')", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"kuoro: error: {exc.format_message()}", err=True)
         return exc.exit_code
     except KuoroError as exc:
         return _report(exc, "error")

@@ -127,14 +127,7 @@ class Corpus:
         subjects: bool = True,
         language: str | None = None,
     ) -> None:
-        if isinstance(paths, (str, PathLike)):
-            paths = [paths]
-        self.paths = tuple(Path(p) for p in paths)
-        if not self.paths:
-            raise CorpusError("no corpus path given")
-        for path in self.paths:
-            if not path.exists():
-                raise CorpusError(f"{path}: no such file or directory")
+        self.paths = check_corpus_paths(paths)
         self.resolver = resolver
         self.subjects = subjects
         self.language = language
@@ -161,3 +154,17 @@ class Corpus:
             raise CorpusError(f"no usable documents in {names}: {why}")
         problems = report.skipped or report.unknown_subjects
         log.log(logging.WARNING if problems else logging.INFO, "%s: %s", names, report.summary())
+
+
+def check_corpus_paths(
+    paths: str | PathLike[str] | Sequence[str | PathLike[str]],
+) -> tuple[Path, ...]:
+    """The corpus paths, each of which must exist (a CorpusError names the first that does
+    not)."""
+    found = tuple(Path(p) for p in ([paths] if isinstance(paths, str | PathLike) else paths))
+    if not found:
+        raise CorpusError("no corpus path given")
+    for path in found:
+        if not path.exists():
+            raise CorpusError(f"{path}: no such file or directory")
+    return found

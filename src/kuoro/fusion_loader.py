@@ -63,17 +63,22 @@ def load_fusion(
     return FusionPredictor(
         sources,
         model,
-        ConceptPrior.from_counts(load_prior(project, version_dir)),
+        ConceptPrior.from_counts(load_prior(project, version_dir, n_concepts)),
         n_concepts=n_concepts,
         top_k=int(spec["top_k"]),
     )
 
 
-def load_prior(project: Project, version_dir: Path) -> np.ndarray:
-    """The concept prior counts the model was trained with."""
+def load_prior(project: Project, version_dir: Path, n_concepts: int | None = None) -> np.ndarray:
+    """The concept prior counts the model was trained with (of ``n_concepts`` concepts)."""
     try:
         with np.load(version_dir / PRIOR, allow_pickle=False) as prior:
-            return np.asarray(prior["counts"], dtype=np.int64)
+            counts = np.asarray(prior["counts"])
+        if counts.ndim != 1 or counts.dtype.kind not in "iu" or (counts < 0).any():
+            raise ValueError(f"counts of shape {counts.shape} and type {counts.dtype}")
+        if n_concepts is not None and len(counts) != n_concepts:
+            raise ValueError(f"{len(counts)} concepts, the model has {n_concepts}")
+        return counts.astype(np.int64)
     except Exception as exc:  # a damaged file: numpy's and zipfile's errors vary
         raise ModelError(
             f"project '{project.project_id}': cannot read {version_dir / PRIOR}: {exc}; "

@@ -150,7 +150,7 @@ def learn_fusion(
         raise KuoroError(f"project '{pid}' (backend 'mean') learns nothing; there is no model")
     version_dir, manifest = read_model(project.model_dir, pid)
     model = load_torch_model(project, version_dir, manifest)
-    prior_counts = load_prior(project, version_dir)
+    prior_counts = load_prior(project, version_dir, int(manifest["model"]["n_concepts"]))
     sources = trained_sources(project, manifest)
     params = dict(project.config.params)
     seed = int(params.get("seed", 0))  # type: ignore[call-overload]
@@ -383,8 +383,9 @@ def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str,
         state = torch.load(version_dir / WEIGHTS, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as exc:  # a damaged file, or one written by an incompatible version
+        reason = " ".join(str(exc).split())  # torch's messages run over several lines
         raise ModelError(
-            f"project '{pid}': cannot load the fusion model in {version_dir}: {exc}; "
+            f"project '{pid}': cannot load the fusion model in {version_dir}: {reason}; "
             f"retrain '{pid}'"
         ) from exc
     return model.eval()
@@ -412,8 +413,21 @@ def _original_store(
     if not store.complete or store.fingerprints != expected:
         store.close()
         return None
-    with np.load(split_file, allow_pickle=False) as split:
-        return store, (split["train"], split["validation"])
+    try:
+        with np.load(split_file, allow_pickle=False) as split:
+            trained, held_out = np.asarray(split["train"]), np.asarray(split["validation"])
+        for part in (trained, held_out):
+            if part.ndim != 1 or part.dtype.kind not in "iu":
+                raise ValueError(f"positions of shape {part.shape} and type {part.dtype}")
+            if len(part) and (part.min() < 0 or part.max() >= len(store)):
+                raise ValueError(f"positions outside the store's {len(store)} documents")
+    except Exception as exc:  # numpy's and zipfile's errors on a damaged file vary
+        store.close()
+        raise ModelError(
+            f"project '{project.project_id}': cannot read {split_file}: {exc}; "
+            f"retrain '{project.project_id}'"
+        ) from exc
+    return store, (trained.astype(np.int64), held_out.astype(np.int64))
 
 
 def _save(

@@ -26,6 +26,9 @@ MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 FORMAT = "kuoro-model"
 FORMAT_VERSION = 1
+# Files up to this size are checked against their checksum whenever a model is loaded (cheap);
+# larger ones, the libraries' own model files, by their size and by the library reading them.
+VERIFIED_BYTES = 16 << 20
 
 
 def write_model(
@@ -77,21 +80,71 @@ def read_model(project_dir: Path, project_id: str) -> tuple[Path, dict[str, Any]
         manifest = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"project '{project_id}': model manifest unreadable ({exc})") from exc
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or (
+        manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION
+    ):
         raise ModelError(
             f"project '{project_id}': {version_dir} is not a Kuoro model of format version "
             f"{FORMAT_VERSION}; retrain the project"
         )
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise ModelError(
+            f"project '{project_id}': the model manifest {version_dir / MANIFEST} is damaged "
+            f"({problem}); retrain the project"
+        )
     for name, info in manifest["files"].items():
         path = version_dir / name
         size = path.stat().st_size if path.is_file() else None
+        found = None
         if size != info["bytes"]:
             found = "missing" if size is None else f"{size} bytes, expected {info['bytes']}"
+        elif size <= VERIFIED_BYTES and file_sha256(path) != info["sha256"]:
+            found = "its contents changed since it was written"
+        if found is not None:
             raise ModelError(
                 f"project '{project_id}': model file {path} is damaged ({found}); "
                 "retrain the project"
             )
     return version_dir, manifest
+
+
+# What a manifest must hold for the loaders, with each value's JSON type.
+_Keys = Mapping[str, type | tuple[type, ...]]
+_COMMON: _Keys = {"backend": str, "params": dict, "vocabulary": dict, "files": dict}
+_BY_KIND: dict[str, _Keys] = {
+    "source": {"analyzer": str},
+    "fusion": {"sources": list, "model": dict, "training": dict},
+}
+_VOCABULARY: _Keys = {"name": str, "size": int, "fingerprint": str}
+_FILE: _Keys = {"bytes": int, "sha256": str}
+_SOURCE: _Keys = {"project_id": str, "weight": (int, float), "fingerprint": str, "config": dict}
+_MODEL: _Keys = {"family": str, "n_concepts": int, "top_k": int}
+
+
+def _wrong_key(table: object, keys: _Keys, where: str) -> str | None:
+    if not isinstance(table, dict):
+        return f"'{where.rstrip('.')}' is not a table"
+    for key, kind in keys.items():
+        value = table.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"'{where}{key}' is missing or of the wrong type"
+    return None
+
+
+def manifest_problem(manifest: Mapping[str, Any]) -> str | None:
+    """What is wrong with a manifest's structure (a key missing or of the wrong type), or
+    None: what the loaders read from it is there, of the type they expect."""
+    kind = str(manifest.get("kind", "source"))
+    problem = _wrong_key(manifest, {**_COMMON, **_BY_KIND.get(kind, {})}, "")
+    if problem is not None:
+        return problem
+    checks: list[tuple[object, _Keys, str]] = [(manifest["vocabulary"], _VOCABULARY, "vocabulary.")]
+    checks += [(info, _FILE, f"files.{name}.") for name, info in manifest["files"].items()]
+    if kind == "fusion":
+        checks.append((manifest["model"], _MODEL, "model."))
+        checks += [(s, _SOURCE, f"sources[{i}].") for i, s in enumerate(manifest["sources"])]
+    return next((p for check in checks if (p := _wrong_key(*check)) is not None), None)
 
 
 def file_sha256(path: Path) -> str:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import scipy.sparse as sp
@@ -542,9 +542,9 @@ def _training_section(project: Project, manifest: Mapping[str, Any], version_dir
     path = version_dir / "history.jsonl"
     if not path.is_file():
         return _note("The model was saved without a training history.")
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    records, skipped = _history_records(path)
     if not records:
-        return _note("The training history is empty.")
+        return _note("The training history is empty or unreadable.")
     training = manifest.get("training", {})
     best = training.get("best_epoch")
     facts = (
@@ -554,7 +554,39 @@ def _training_section(project: Project, manifest: Mapping[str, Any], version_dir
     )
     if best is not None:
         facts += f"; the weights of epoch {best} were kept (the best on the held-out documents)"
+    if skipped:
+        facts += f"; {skipped} unreadable line{'s' if skipped > 1 else ''} of the history left out"
     return _plot_training(records, best) + _note(_e(facts) + ".")
+
+
+def _history_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The epochs of a ``history.jsonl`` (one JSON object per line, with an integer
+    ``epoch``, numbers or null for losses, an object of metrics) and how many lines were not
+    such a record."""
+    records, skipped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if _is_epoch_record(record):
+            records.append(record)
+        else:
+            skipped += 1
+    return records, skipped
+
+
+def _is_epoch_record(record: object) -> TypeGuard[dict[str, Any]]:
+    if not isinstance(record, dict) or type(record.get("epoch")) is not int:
+        return False
+    losses = (record.get("train_loss"), record.get("val_loss"))
+    metrics = record.get("metrics") or {}
+    numbers = [*losses, *metrics.values()] if isinstance(metrics, dict) else [object()]
+    return all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in numbers
+    )
 
 
 def _limits_section(evaluation: _Evaluation, limit: int) -> str:

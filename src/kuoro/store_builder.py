@@ -24,7 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from kuoro.batch_suggest import suggest_corpus_all
-from kuoro.corpus import Corpus
+from kuoro.corpus import Corpus, check_corpus_paths
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
 from kuoro.locks import FileLock
@@ -296,6 +296,7 @@ def model_fingerprint(project: Project) -> str:
 def corpus_fingerprint(paths: Sequence[Path], *, language: str) -> str:
     """Identifies a corpus by its content (each file's bytes; a directory's files by relative
     name and bytes) and the options it is read with."""
+    paths = check_corpus_paths(paths)
     digest = hashlib.sha256(json.dumps({"language": language}).encode("utf-8"))
     for path in map(Path, paths):
         if path.is_dir():

@@ -99,12 +99,13 @@ class _Reader:
             for d, n in zip(dims, array.shape, strict=True):
                 if isinstance(d, str) and d not in self.sizes:
                     self.bind(d, n, key)
-        expected = [self.sizes[d] if isinstance(d, str) else d for d in dims]
-        if array.ndim != len(dims) or list(array.shape) != expected:
+        expected = [self.sizes.get(d) if isinstance(d, str) else d for d in dims]
+        if list(array.shape) != expected:
             spelled = ", ".join(
-                f"{d}={self.sizes[d]}" if isinstance(d, str) else str(d) for d in dims
+                f"{d}={self.sizes.get(d, '?')}" if isinstance(d, str) else str(d) for d in dims
             )
-            others = sorted({self._bound_by[d] for d in dims if isinstance(d, str)} - {key})
+            bound = {self._bound_by[d] for d in dims if isinstance(d, str) and d in self.sizes}
+            others = sorted(bound - {key})
             agree = f" to agree with {', '.join(map(repr, others))}" if others else ""
             raise _bad(f"the array {key!r} has shape {array.shape}, expected ({spelled}){agree}")
         return array
