@@ -94,6 +94,38 @@ def test_errors_are_one_line(
     assert code == 1 and "missing.tsv: no such file" in err
 
 
+def test_bad_vocabulary_is_refused_and_damaged_one_replaced_with_force(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, vocab_file: Path
+) -> None:
+    from test_vocab import write_like_old_kuoro
+
+    datadir = str(tmp_path / "data")
+    load = ["--datadir", datadir, "load-vocab", "arch"]
+    bad = tmp_path / "bad.ttl"
+    bad.write_text(
+        "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
+        '<http://ex/a\\u000Ab> a skos:Concept ; skos:prefLabel "A"@fi .\n',
+        encoding="utf-8",
+    )
+    code, _, err = run(capsys, *load, str(bad))
+    assert code == 1 and "bad.ttl:2: the URI 'http://ex/a\\nb' holds a control character" in err
+    assert run(capsys, "--datadir", datadir, "list-vocabs")[0] == 0, "nothing was stored"
+    assert run(capsys, *load, str(vocab_file), "-l", "fi")[0] == 0
+
+    # A file written by an older Kuoro that let a newline through.
+    write_like_old_kuoro(tmp_path / "data" / "vocabs" / "arch.npz", [f"{YSO}p1", "http://x\ny"])
+    code, out, err = run(capsys, "--datadir", datadir, "list-vocabs")
+    assert code == 1 and out.splitlines()[1].split() == ["arch", "-", "-", "-", "damaged"]
+    assert "kuoro load-vocab NAME FILE --force" in err
+    code, _, err = run(capsys, *load, str(vocab_file), "-l", "fi")
+    assert code == 1 and "damaged vocabulary file" in err and "--force" in err
+    code, out, err = run(capsys, *load, str(vocab_file), "-l", "fi", "--force")
+    assert code == 0 and "updated: 1 kept, 1 added, 1 deprecated" in out
+    assert "the ids of its 2 concepts are kept" in err
+    code, out, _ = run(capsys, "--datadir", datadir, "list-vocabs")
+    assert code == 0 and out.splitlines()[1].split()[:4] == ["arch", "3", "2", "en,fi"]
+
+
 def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "load-vocab")
     assert code == 2 and "Missing argument 'NAME'" in err

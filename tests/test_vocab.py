@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,152 @@ class TestDataDir:
     def test_names_are_checked(self, tmp_path: Path) -> None:
         with pytest.raises(KuoroError, match=r"invalid vocabulary name '\.\./x'"):
             DataDir(tmp_path).vocab_path("../x")
+
+
+# -- control characters (a stored vocabulary must always read back) ---------------------------
+
+SKOS_PREFIX = "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
+
+
+def write_like_old_kuoro(path: Path, uris: list[str], notations: list[str] | None = None) -> None:
+    """A stored vocabulary as Kuoro wrote it before control characters were refused: strings
+    newline-joined without a check, so a URI or notation with a newline damages the file."""
+    size = len(uris)
+    meta = {"format": "kuoro-vocabulary", "version": 1, "name": path.stem}
+    meta |= {"languages": ["en"], "size": size, "source": None}
+
+    def blob(strings: list[str]) -> np.ndarray:
+        return np.frombuffer("\n".join(strings).encode("utf-8"), dtype=np.uint8)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        np.savez_compressed(
+            out,
+            meta=blob([json.dumps(meta)]),
+            uris=blob(uris),
+            notations=blob(notations or [""] * size),
+            deprecated=np.zeros(size, bool),
+            broader_indptr=np.zeros(size + 1, np.int64),
+            broader_indices=np.zeros(0, np.int32),
+            labels_0=blob([u.rsplit("/", 1)[-1].upper() for u in uris]),
+        )
+
+
+class TestControlCharacters:
+    @pytest.mark.parametrize(
+        ("name", "content", "message"),
+        [
+            # A URI or notation with a control character names the file and line.
+            ("v.tsv", "<http://ex/a>\tA\n<http://ex/b\rc>\tB\n", r"v\.tsv:2: the URI .*U\+000D"),
+            ("v.tsv", "<http://ex/a>\tA\t1\x0b2\n", r"v\.tsv:1: the notation '1\\x0b2'"),
+            (
+                "v.csv",
+                'uri,label_en\nhttp://ex/a,A\n"http://ex/b\nc",B\n',
+                r"v\.csv:3: the URI 'http://ex/b\\nc' holds a control character \(U\+000A\)",
+            ),
+            (
+                "v.csv",
+                'uri,label_en,notation\nhttp://ex/a,A,"1\n2"\n',
+                r"v\.csv:2: the notation '1\\n2'",
+            ),
+            (
+                "v.ttl",
+                SKOS_PREFIX + '<http://ex/a\\u000Ab> a skos:Concept ; skos:prefLabel "A"@en .\n',
+                r"v\.ttl:2: the URI 'http://ex/a\\nb' holds a control character \(U\+000A\)",
+            ),
+            (
+                "v.ttl",
+                SKOS_PREFIX + "<http://ex/a> a skos:Concept .\n\n"
+                '<http://ex/a> skos:notation "1\\n2" .\n',
+                r"v\.ttl:2: concept 'http://ex/a': the notation '1\\n2'",
+            ),
+            (
+                "v.rdf",
+                '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"\n'
+                ' xmlns:skos="http://www.w3.org/2004/02/skos/core#">\n'
+                '<skos:Concept rdf:about="http://ex/a&#10;b"/>\n</rdf:RDF>\n',
+                r"v\.rdf:3: the URI 'http://ex/a\\nb'",
+            ),
+        ],
+    )
+    def test_uri_or_notation_with_a_control_character_is_refused(
+        self, tmp_path: Path, name: str, content: str, message: str
+    ) -> None:
+        path = write(tmp_path / name, content)
+        with pytest.raises(VocabularyError, match=message):
+            read_vocabulary(path, "en")
+
+    def test_labels_become_one_line(self, tmp_path: Path) -> None:
+        """Labels are display text: line breaks, tabs and control characters become spaces."""
+        ttl = write(
+            tmp_path / "v.ttl",
+            SKOS_PREFIX
+            + '<http://ex/a> a skos:Concept ; skos:prefLabel "a\\nb\\tc\\u0001d\\r"@en .',
+        )
+        csv = write(tmp_path / "v.csv", 'uri,label_en\nhttp://ex/a,"a\nb\u2028c"\n')
+        tsv = write(tmp_path / "v.tsv", "http://ex/a\ta\x0cb\x85c\n")
+        assert read_vocabulary(ttl).label(0) == "a b c d"
+        assert read_vocabulary(csv).label(0) == "a b c"
+        assert read_vocabulary(tsv, "en").label(0) == "a b c"
+
+    def test_a_vocabulary_that_cannot_be_stored_is_refused(self) -> None:
+        with pytest.raises(VocabularyError, match=r"the URI of concept 1 \('http://ex/b\\nc'\)"):
+            small_vocab(["http://ex/a", "http://ex/b\nc"])
+        with pytest.raises(VocabularyError, match="the notation of concept 0"):
+            Vocabulary("v", ["http://ex/a"], {"en": ["A"]}, notations=["1\n2"])
+
+    def test_save_never_writes_a_file_that_does_not_read_back(self, tmp_path: Path) -> None:
+        path = tmp_path / "v.npz"
+        small_vocab(["http://ex/a", "http://ex/b"]).save(path)
+        before = path.read_bytes()
+        broken = Vocabulary.load(path)
+        broken._uris[1] = "http://ex/b\nc"  # what no reader or constructor lets through now
+        with pytest.raises(VocabularyError, match=r"v\.npz: not written: .*would not read back"):
+            broken.save(path)
+        assert path.read_bytes() == before, "the stored file is left as it was"
+        assert list(Vocabulary.load(path).uris) == ["http://ex/a", "http://ex/b"]
+        assert [p.name for p in tmp_path.iterdir()] == ["v.npz"], "no temporary file is left"
+
+
+class TestDamagedStoredVocabulary:
+    def test_damaged_needs_force_then_ids_are_salvaged(self, tmp_path: Path) -> None:
+        datadir = DataDir(tmp_path)
+        # An update appended a URI with a newline: the ids of the first three are what
+        # trained models rely on.
+        uris = ["http://ex/a", "http://ex/b", "http://ex/c", "http://ex/d\ne"]
+        write_like_old_kuoro(datadir.vocab_path("v"), uris)
+        with pytest.raises(VocabularyError, match=r"damaged.*kuoro load-vocab v FILE --force"):
+            datadir.load_vocabulary("v")
+        newer = small_vocab(["http://ex/f", "http://ex/c", "http://ex/a"])
+        with pytest.raises(VocabularyError, match=r"damaged.*kuoro load-vocab v FILE --force"):
+            datadir.store_vocabulary(newer)
+        merged, update = datadir.store_vocabulary(newer, force=True)
+        assert update.repaired is not None and "ids of its 4 concepts are kept" in update.repaired
+        again = datadir.load_vocabulary("v")
+        assert list(again.uris) == [*uris[:3], "http://ex/d%0Ae", "http://ex/f"]
+        assert again.deprecated.tolist() == [False, True, False, True, False]
+        assert again.label(4) == "F" and again.fingerprint == merged.fingerprint
+        assert again.prefix_fingerprint(3) == small_vocab(uris[:3]).fingerprint
+
+    def test_damaged_notations_keep_every_id(self, tmp_path: Path) -> None:
+        datadir = DataDir(tmp_path)
+        write_like_old_kuoro(datadir.vocab_path("v"), ["http://ex/a", "http://ex/b"], ["1\n2", ""])
+        _, update = datadir.store_vocabulary(small_vocab(["http://ex/b"]), force=True)
+        assert (update.kept, update.deprecated, update.added) == (1, 1, 0)
+        assert list(datadir.load_vocabulary("v").uris) == ["http://ex/a", "http://ex/b"]
+
+    def test_unreadable_file_starts_afresh_and_says_so(self, tmp_path: Path) -> None:
+        datadir = DataDir(tmp_path)
+        datadir.vocab_path("v").parent.mkdir(parents=True)
+        datadir.vocab_path("v").write_bytes(b"not a zip file")
+        _, update = datadir.store_vocabulary(small_vocab(["http://ex/b"]), force=True)
+        assert update.repaired is not None
+        assert "ids start afresh" in update.repaired and "must be retrained" in update.repaired
+        assert list(datadir.load_vocabulary("v").uris) == ["http://ex/b"]
+
+    def test_ambiguous_uris_start_afresh(self, tmp_path: Path) -> None:
+        datadir = DataDir(tmp_path)
+        write_like_old_kuoro(datadir.vocab_path("v"), ["http://ex/a\nhttp://ex/b"])
+        _, update = datadir.store_vocabulary(small_vocab(["http://ex/b"]), force=True)
+        assert update.repaired is not None and "cannot be told apart" in update.repaired
+        assert list(datadir.load_vocabulary("v").uris) == ["http://ex/b"]
