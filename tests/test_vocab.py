@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import kuoro
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError, NotFoundError, VocabularyError
 from kuoro.vocab import Vocabulary
@@ -17,6 +25,7 @@ from conftest import SHARED_DATA, requires_shared_data
 
 ARCH = SHARED_DATA / "archaeology"
 YSO = "http://www.yso.fi/onto/yso/"
+SKOS = "http://www.w3.org/2004/02/skos/core#"
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -352,3 +361,113 @@ class TestDamagedStoredVocabulary:
         _, update = datadir.store_vocabulary(small_vocab(["http://ex/b"]), force=True)
         assert update.repaired is not None and "cannot be told apart" in update.repaired
         assert list(datadir.load_vocabulary("v").uris) == ["http://ex/b"]
+
+
+# -- vocabulary files are untrusted input -----------------------------------------------------
+
+_ENTITY_REFS = ["&lol;"] + [f"&lol{i};" for i in range(1, 9)]
+ENTITY_BOMB = (
+    '<?xml version="1.0"?>\n<!DOCTYPE rdf:RDF [\n <!ENTITY lol "lol">\n'
+    + "".join(f' <!ENTITY lol{i} "{_ENTITY_REFS[i - 1] * 10}">\n' for i in range(1, 10))
+    + ']>\n<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"\n'
+    ' xmlns:skos="http://www.w3.org/2004/02/skos/core#">\n'
+    '<skos:Concept rdf:about="http://ex/a"><skos:prefLabel xml:lang="en">&lol9;'
+    "</skos:prefLabel></skos:Concept>\n</rdf:RDF>\n"
+)
+
+
+class TestUntrustedFiles:
+    @pytest.mark.parametrize("suffix", [".rdf", ".owl"])
+    def test_xml_entity_bomb_is_refused_at_once(self, tmp_path: Path, suffix: str) -> None:
+        path = write(tmp_path / f"bomb{suffix}", ENTITY_BOMB)
+        assert len(ENTITY_BOMB) < 1300
+        # In a child process, so that a regression fails the test instead of hanging it.
+        code = f"from kuoro.vocab_formats import read_vocabulary; read_vocabulary({str(path)!r})"
+        env = {**os.environ, "PYTHONPATH": str(Path(kuoro.__file__).parents[1])}
+        started = time.perf_counter()
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("the entity bomb was expanded")
+        assert time.perf_counter() - started < 15
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 1
+        assert re.search(
+            rf"VocabularyError: .*bomb\{suffix}:3: the XML declares the entity 'lol'; files with "
+            "DTD entity declarations are refused",
+            last,
+        ), last
+        started = time.perf_counter()
+        with pytest.raises(VocabularyError, match="DTD entity declarations are refused"):
+            read_vocabulary(path)
+        assert time.perf_counter() - started < 1
+
+    def test_xml_with_a_doctype_but_no_entities_still_loads(self, tmp_path: Path) -> None:
+        text = ENTITY_BOMB.split("<!DOCTYPE")[0] + "<!DOCTYPE rdf:RDF>\n"
+        text += ENTITY_BOMB.split("]>\n", 1)[1].replace("&lol9;", "A &amp; B")
+        assert read_vocabulary(write(tmp_path / "v.rdf", text)).label(0) == "A & B"
+
+    @pytest.mark.parametrize(
+        "document",
+        [
+            {"@context": "{url}", "@id": "http://ex/a", "@type": "skos:Concept"},
+            {"@context": [{"skos": SKOS}, "{url}"], "@id": "http://ex/a", "@type": "skos:Concept"},
+            {
+                "@context": {"skos": SKOS, "x": {"@id": "http://ex/x", "@context": "{url}"}},
+                "@graph": [{"@id": "http://ex/a", "@type": "skos:Concept"}],
+            },
+            {
+                "@context": {"@version": 1.1, "@import": "{url}", "skos": SKOS},
+                "@id": "http://ex/a",
+                "@type": "skos:Concept",
+            },
+            {
+                "@context": {"skos": SKOS},
+                "@graph": [{"@context": "{url}", "@id": "http://ex/a", "@type": "skos:Concept"}],
+            },
+        ],
+    )
+    def test_jsonld_remote_context_is_refused_without_fetching(
+        self, tmp_path: Path, document: dict[str, object]
+    ) -> None:
+        hits: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                body = json.dumps({"@context": {"skos": SKOS}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/ld+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/ctx"
+            text = json.dumps(document).replace("{url}", url)
+            path = write(tmp_path / "v.jsonld", text)
+            with pytest.raises(VocabularyError) as caught:
+                read_vocabulary(path, "en")
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert hits == [], "no URL is fetched while loading a vocabulary"
+        assert re.search(rf"v\.jsonld: the JSON-LD names the @\w+ '{url}'", str(caught.value))
+
+    def test_jsonld_with_inline_context_loads(self, tmp_path: Path) -> None:
+        document = {
+            "@context": {"skos": SKOS},
+            "@id": "http://ex/a",
+            "@type": "skos:Concept",
+            "skos:prefLabel": {"@value": "A", "@language": "en"},
+        }
+        vocab = read_vocabulary(write(tmp_path / "v.jsonld", json.dumps(document)))
+        assert list(vocab.uris) == ["http://ex/a"] and vocab.label(0) == "A"

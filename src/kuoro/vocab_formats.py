@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import xml.parsers.expat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,6 +156,12 @@ def _read_skos(path: Path, name: str, rdf_format: str, language: str | None) -> 
         data = path.read_bytes()
     except OSError as exc:
         raise VocabularyError(f"{path}: cannot read: {exc.strerror}") from None
+    # Checked before rdflib sees a byte: it would expand XML entities without bound and fetch
+    # the remote contexts of JSON-LD.
+    if rdf_format == "xml":
+        _refuse_xml_entities(path, data)
+    elif rdf_format == "json-ld":
+        _refuse_remote_contexts(path, data)
     graph = Graph()
     try:
         # The file's own URI as the base, as when rdflib reads the file itself.
@@ -212,3 +220,65 @@ def _skos_identifier(path: Path, data: bytes, uri: str, what: str, value: str) -
 
 
 _NEWLINE = b"\n"
+
+
+class _RootReached(Exception):
+    """The XML prolog, where a DTD and its entity declarations must be, has been read."""
+
+
+def _refuse_xml_entities(path: Path, data: bytes) -> None:
+    """Refuse an XML file whose DTD declares entities, before anything expands them.
+
+    An entity declaration is what a "billion laughs" file is made of, and an RDF vocabulary
+    needs none. Declarations can only stand in the prolog, so expat reads up to the root
+    element; it never fetches an external DTD or entity.
+    """
+    parser = xml.parsers.expat.ParserCreate()
+
+    def entity(name: str, is_parameter: bool, *_: object) -> None:
+        kind = "parameter entity" if is_parameter else "entity"
+        raise VocabularyError(
+            f"{path}:{parser.CurrentLineNumber}: the XML declares the {kind} '{name}'; "
+            "files with DTD entity declarations are refused (they can expand without bound): "
+            "remove the <!ENTITY ...> declarations"
+        )
+
+    def root(*_: object) -> None:
+        raise _RootReached
+
+    parser.EntityDeclHandler = entity
+    parser.StartElementHandler = root
+    parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    try:
+        parser.Parse(data, True)
+    except _RootReached:
+        return
+    except xml.parsers.expat.ExpatError as exc:
+        raise VocabularyError(f"{path}: cannot parse as xml: {exc}") from None
+
+
+def _refuse_remote_contexts(path: Path, data: bytes) -> None:
+    """Refuse a JSON-LD file that names a @context (or @import) by URL instead of inlining it.
+
+    rdflib would fetch it: loading a vocabulary reads no URL.
+    """
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise VocabularyError(f"{path}: cannot parse as json-ld: {exc}") from None
+    stack: list[object] = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                referenced = value if isinstance(value, list) else [value]
+                if key in ("@context", "@import") and any(isinstance(v, str) for v in referenced):
+                    url = next(v for v in referenced if isinstance(v, str))
+                    raise VocabularyError(
+                        f"{path}: the JSON-LD names the {key} {url!r} instead of including it; "
+                        "Kuoro fetches nothing while loading a vocabulary: put the context in "
+                        "the file"
+                    )
+                stack.append(value)
