@@ -39,6 +39,14 @@ ANNIF_PARAM_NAMES: Mapping[str, str] = MappingProxyType(
         "wordNgrams": "word_ngrams",
         "minCount": "min_count",
         "ngram": "ngram_max",
+        "chunksize": "chunk_size",
+    }
+)
+
+# Annif parameters that Kuoro maps but counts differently, and how.
+ANNIF_PARAM_UNITS: Mapping[str, str] = MappingProxyType(
+    {
+        "chunksize": "Annif's chunks are sentences, Kuoro's are words: check the value",
     }
 )
 
