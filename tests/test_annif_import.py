@@ -329,7 +329,7 @@ backend=tfidf
         n.startswith("project 'b': unknown analyzer 'spacy(fi_core_news_sm)'") for n in notes
     )
     assert (
-        "project 'b': key 'limit = -5': limit must be an integer of at least 1, got -5; "
+        "project 'b': key 'limit = -5': limit must be an integer between 1 and 10000, got -5; "
         "dropped (default used)"
     ) in notes
     assert (
