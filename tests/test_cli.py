@@ -214,3 +214,33 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.startswith("kuoro: error:") and "nope.toml" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimize", "p", "c", "--limits", "1-100000000"], "100000000 is not between 1 and 1000"),
+        (["optimize", "p", "c", "--limits", "1-1000:1,5"], "has more than 1000 values"),
+        (["optimize", "p", "c", "--thresholds", "0-1:1e-12"], "has more than 1000 values"),
+        (["optimize", "p", "c", "--thresholds", "0-1:1e-320"], "has more than 1000 values"),
+        (["optimize", "p", "c", "--thresholds", "nan"], "nan is not between 0 and 1"),
+        (["optimize", "p", "c", "--thresholds", "0-nan"], "nan is not between 0 and 1"),
+        (["optimize", "p", "c", "--thresholds", "0-1:nan"], "a range goes up, by a positive"),
+        (
+            ["optimize", "p", "c", "--limits", "1-1000", "--thresholds", "0-0.999:0.001"],
+            "the grid of limits up to 1000 by 1000 thresholds has 1000000 points; at most 100000",
+        ),
+        (
+            ["optimize", "p", "c", "--thresholds", "0-0.999:0.001", "--limits", "1-1000"],
+            "has 1000000 points",
+        ),
+        (["suggest", "p", "--threshold", "nan"], "nan is not a number between 0 and 1"),
+        (["eval", "p", "c", "--threshold", "nan"], "nan is not a number between 0 and 1"),
+        (["index", "p", "d", "--limit", "100000000"], "100000000 is not in the range 1<=x<=10000"),
+    ],
+)
+def test_numeric_options_are_bounded(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2 and message in " ".join(err.split()), err
