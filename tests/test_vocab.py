@@ -471,3 +471,15 @@ class TestUntrustedFiles:
         }
         vocab = read_vocabulary(write(tmp_path / "v.jsonld", json.dumps(document)))
         assert list(vocab.uris) == ["http://ex/a"] and vocab.label(0) == "A"
+
+
+def test_salvage_drops_broader_links_of_the_wrong_type(tmp_path: Path) -> None:
+    path = tmp_path / "v.npz"
+    write_like_old_kuoro(path, ["http://ex/a", "http://ex/b\nc"])
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["broader_indptr"] = np.zeros(3, np.float64)
+    np.savez_compressed(path, **arrays)
+    vocab, note = Vocabulary.salvage(path)
+    assert vocab is not None and list(vocab.uris) == ["http://ex/a", "http://ex/b%0Ac"]
+    assert vocab.broader(0) == () and "ids of its 2 concepts are kept" in note

@@ -430,6 +430,8 @@ def _check_storable(name: str, what: str, strings: Sequence[str]) -> None:
 
 def _csr_problem(indptr: np.ndarray, indices: np.ndarray, size: int) -> bool:
     """Whether stored broader links are inconsistent with a vocabulary of ``size`` concepts."""
+    if not all(np.issubdtype(a.dtype, np.integer) for a in (indptr, indices)):
+        return True
     if indptr.ndim != 1 or indices.ndim != 1 or len(indptr) != size + 1:
         return True
     if indptr[0] != 0 or indptr[-1] != len(indices) or bool(np.any(np.diff(indptr) < 0)):
