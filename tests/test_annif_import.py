@@ -170,6 +170,7 @@ def test_backends_and_keys_are_mapped(imported: Imported) -> None:
         "min_count": 2,
     }
     assert "chunksize" not in fasttext and fasttext["limit"] == 50
+    assert fasttext["chunk_size"] == 24, "Annif's chunksize is Kuoro's chunk_size"
     assert tables["yso-mllm-fi"]["backend"] == "lexical"
     assert "min_samples" not in tables["yso-mllm-fi"]
     http = tables["yso-http-fi"]
@@ -211,7 +212,8 @@ def test_notes_explain_every_change(imported: Imported) -> None:
         "project 'yso-tfidf-fi': analyzer 'voikko(fi)' becomes 'simplemma(fi)'; "
         "Kuoro has no Voikko",
         "project 'yso-omikuji-bonsai-fi': 'ngram = 2' becomes 'ngram_max = 2'",
-        "project 'yso-fasttext-fi': key 'chunksize = 24' has no Kuoro equivalent; dropped",
+        "project 'yso-fasttext-fi': 'chunksize = 24' becomes 'chunk_size = 24'; Annif's chunks "
+        "are sentences, Kuoro's are words: check the value",
         "project 'yso-fasttext-fi': 'wordNgrams = 2' becomes 'word_ngrams = 2'",
         "project 'yso-mllm-fi': mllm becomes Kuoro's 'lexical' source, which matches labels "
         "and ranks the matches with a small classifier learnt from the training documents",
@@ -327,7 +329,7 @@ backend=tfidf
         n.startswith("project 'b': unknown analyzer 'spacy(fi_core_news_sm)'") for n in notes
     )
     assert (
-        "project 'b': key 'limit = -5': limit must be an integer of at least 1, got -5; "
+        "project 'b': key 'limit = -5': limit must be an integer between 1 and 10000, got -5; "
         "dropped (default used)"
     ) in notes
     assert (

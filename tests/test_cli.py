@@ -94,6 +94,38 @@ def test_errors_are_one_line(
     assert code == 1 and "missing.tsv: no such file" in err
 
 
+def test_bad_vocabulary_is_refused_and_damaged_one_replaced_with_force(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, vocab_file: Path
+) -> None:
+    from test_vocab import write_like_old_kuoro
+
+    datadir = str(tmp_path / "data")
+    load = ["--datadir", datadir, "load-vocab", "arch"]
+    bad = tmp_path / "bad.ttl"
+    bad.write_text(
+        "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
+        '<http://ex/a\\u000Ab> a skos:Concept ; skos:prefLabel "A"@fi .\n',
+        encoding="utf-8",
+    )
+    code, _, err = run(capsys, *load, str(bad))
+    assert code == 1 and "bad.ttl:2: the URI 'http://ex/a\\nb' holds a control character" in err
+    assert run(capsys, "--datadir", datadir, "list-vocabs")[0] == 0, "nothing was stored"
+    assert run(capsys, *load, str(vocab_file), "-l", "fi")[0] == 0
+
+    # A file written by an older Kuoro that let a newline through.
+    write_like_old_kuoro(tmp_path / "data" / "vocabs" / "arch.npz", [f"{YSO}p1", "http://x\ny"])
+    code, out, err = run(capsys, "--datadir", datadir, "list-vocabs")
+    assert code == 1 and out.splitlines()[1].split() == ["arch", "-", "-", "-", "damaged"]
+    assert "kuoro load-vocab NAME FILE --force" in err
+    code, _, err = run(capsys, *load, str(vocab_file), "-l", "fi")
+    assert code == 1 and "damaged vocabulary file" in err and "--force" in err
+    code, out, err = run(capsys, *load, str(vocab_file), "-l", "fi", "--force")
+    assert code == 0 and "updated: 1 kept, 1 added, 1 deprecated" in out
+    assert "the ids of its 2 concepts are kept" in err
+    code, out, _ = run(capsys, "--datadir", datadir, "list-vocabs")
+    assert code == 0 and out.splitlines()[1].split()[:4] == ["arch", "3", "2", "en,fi"]
+
+
 def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "load-vocab")
     assert code == 2 and "Missing argument 'NAME'" in err
@@ -182,3 +214,33 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.startswith("kuoro: error:") and "nope.toml" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimize", "p", "c", "--limits", "1-100000000"], "100000000 is not between 1 and 1000"),
+        (["optimize", "p", "c", "--limits", "1-1000:1,5"], "has more than 1000 values"),
+        (["optimize", "p", "c", "--thresholds", "0-1:1e-12"], "has more than 1000 values"),
+        (["optimize", "p", "c", "--thresholds", "0-1:1e-320"], "has more than 1000 values"),
+        (["optimize", "p", "c", "--thresholds", "nan"], "nan is not between 0 and 1"),
+        (["optimize", "p", "c", "--thresholds", "0-nan"], "nan is not between 0 and 1"),
+        (["optimize", "p", "c", "--thresholds", "0-1:nan"], "a range goes up, by a positive"),
+        (
+            ["optimize", "p", "c", "--limits", "1-1000", "--thresholds", "0-0.999:0.001"],
+            "the grid of limits up to 1000 by 1000 thresholds has 1000000 points; at most 100000",
+        ),
+        (
+            ["optimize", "p", "c", "--thresholds", "0-0.999:0.001", "--limits", "1-1000"],
+            "has 1000000 points",
+        ),
+        (["suggest", "p", "--threshold", "nan"], "nan is not a number between 0 and 1"),
+        (["eval", "p", "c", "--threshold", "nan"], "nan is not a number between 0 and 1"),
+        (["index", "p", "d", "--limit", "100000000"], "100000000 is not in the range 1<=x<=10000"),
+    ],
+)
+def test_numeric_options_are_bounded(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2 and message in " ".join(err.split()), err

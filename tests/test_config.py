@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -109,6 +110,13 @@ def load(tmp_path: Path, text: str) -> dict[str, ProjectConfig]:
     return load_projects(write(tmp_path / "projects.toml", text))
 
 
+def load_all_backends(tmp_path: Path) -> dict[str, ProjectConfig]:
+    """ALL_BACKENDS, with the validation corpus that project 'yso-nn' names beside it."""
+    (tmp_path / "data").mkdir()
+    write(tmp_path / "data" / "validate.tsv", "text\t<http://ex/a>\n")
+    return load_projects(write(tmp_path / "projects.toml", ALL_BACKENDS))
+
+
 def project(body: str, backend: str = "kuoro", extra: str = "") -> str:
     """A fusion or source project 'p' over the source project 'src', plus the given keys."""
     sources = 'sources = ["src"]\n' if BACKENDS[backend].kind == "fusion" else ""
@@ -118,7 +126,7 @@ def project(body: str, backend: str = "kuoro", extra: str = "") -> str:
 
 class TestValidConfig:
     def test_every_backend_loads_with_its_values_and_defaults(self, tmp_path: Path) -> None:
-        projects = load_projects(write(tmp_path / "projects.toml", ALL_BACKENDS))
+        projects = load_all_backends(tmp_path)
         assert set(projects) == {
             "yso-tfidf",
             "yso-omikuji",
@@ -177,7 +185,7 @@ class TestValidConfig:
         nn = projects["yso-nn"]
         assert nn.kind == "fusion" and nn.access == "private" and nn.allow_learn
         assert nn.params["hidden_size"] == 128 and nn.params["dropout"] == 0.2
-        assert nn.params["validation"] == "data/validate.tsv"
+        assert nn.params["validation"] == str(tmp_path / "data" / "validate.tsv")
         assert nn.params["members"] == 1 and nn.params["loss"] == "mix"
         assert nn.params["concept_l2"] == 0.001 and nn.params["seed"] == 0
         assert projects["yso-linear"].params["validation"] == 500
@@ -185,7 +193,7 @@ class TestValidConfig:
         assert projects["yso-mean"].params["validation"] == 0.1
 
     def test_sources_in_all_three_syntaxes_have_normalised_weights(self, tmp_path: Path) -> None:
-        projects = load_projects(write(tmp_path / "projects.toml", ALL_BACKENDS))
+        projects = load_all_backends(tmp_path)
         assert projects["yso-mean"].sources == (
             SourceRef("yso-tfidf", 0.5),
             SourceRef("yso-omikuji", 0.5),
@@ -274,7 +282,7 @@ def error_cases() -> list[tuple[str, str]]:
         # Wrong types: booleans are not numbers and numbers are not booleans.
         (
             project("hidden_size = 6.5"),
-            "parameter 'hidden_size' must be an integer of at least 1, got 6.5",
+            "parameter 'hidden_size' must be an integer between 1 and 4096, got 6.5",
         ),
         (project("hidden_size = true"), "parameter 'hidden_size' must be an integer…, got true"),
         (project('hidden_size = "64"'), "parameter 'hidden_size' must be…, got \"64\""),
@@ -287,8 +295,14 @@ def error_cases() -> list[tuple[str, str]]:
             "project 'p': parameter 'dropout' must be a number between 0 and 0.9, got 1.5",
         ),
         (project("members = 65"), "'members' must be an integer between 1 and 64, got 65"),
-        (project("learning_rate = 0"), "'learning_rate' must be a number greater than 0, got 0"),
-        (project("weight_decay = -1.0"), "'weight_decay' must be a number of at least 0, got -1.0"),
+        (
+            project("learning_rate = 0"),
+            "'learning_rate' must be a number greater than 0 and at most 1, got 0",
+        ),
+        (
+            project("weight_decay = -1.0"),
+            "'weight_decay' must be a number between 0 and 1, got -1.0",
+        ),
         (project("validation = 1.5"), "'validation' must be a fraction between 0 and 1…got 1.5"),
         (project("validation = 0"), "'validation' must be…a document count…, got 0"),
         (project('loss = "mse"'), '\'loss\' must be one of "bce", "listwise", "mix", got "mse"'),
@@ -302,7 +316,7 @@ def error_cases() -> list[tuple[str, str]]:
         ),
         (
             project("cluster_k = 1", "omikuji"),
-            "'cluster_k' must be an integer of at least 2, got 1",
+            "'cluster_k' must be an integer between 2 and 1000, got 1",
         ),
         (
             project("batch_size = 33", "annif", 'endpoint = "http://x/v1"\nproject = "y"'),
@@ -347,8 +361,11 @@ def error_cases() -> list[tuple[str, str]]:
             "project 'p q': a project id may only",
         ),
         ("p = 3", "top-level key 'p' is not a project table"),
-        (project("limit = 0"), "project 'p': key 'limit' must be an integer of at least 1, got 0"),
-        (project("limit = true"), "key 'limit' must be an integer of at least 1, got true"),
+        (
+            project("limit = 0"),
+            "project 'p': key 'limit' must be an integer between 1 and 10000, got 0",
+        ),
+        (project("limit = true"), "key 'limit' must be an integer between 1 and 10000, got true"),
         (
             project("access = 'secret'"),
             'key \'access\' must be one of "public", "hidden", "private", got "secret"',
@@ -393,7 +410,7 @@ def error_cases() -> list[tuple[str, str]]:
         ),
         (
             project("", "mean").replace('["src"]', '["src:0"]'),
-            "the weight of 'src' must be a number greater than 0, got \"0\"",
+            "the weight of 'src' must be a number greater than 0 and at most 1000000, got \"0\"",
         ),
         (
             project("", "mean").replace('["src"]', '["src:x"]'),
@@ -544,3 +561,168 @@ def test_validate_params_directly() -> None:
         validate_params("p", "lexical", {"limit": 3})
     with pytest.raises(ConfigError, match=r"project 'p': unknown backend 'svc'\. Allowed: annif,"):
         validate_params("p", "svc", {})
+
+
+class TestValidationPath:
+    def test_relative_path_is_taken_from_the_projects_file_folder(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        folder = tmp_path / "conf"
+        (folder / "corpora").mkdir(parents=True)
+        write(folder / "corpora" / "held.tsv", "text\t<http://ex/a>\n")
+        monkeypatch.chdir(tmp_path)  # not where the projects file is
+        text = project('validation = "corpora/held.tsv"')
+        config = load_projects(write(folder / "projects.toml", text))["p"]
+        assert config.params["validation"] == str(folder / "corpora" / "held.tsv")
+        absolute = project(f"validation = {str(folder / 'corpora')!r}", "mean")
+        config = load_projects(write(tmp_path / "other.toml", absolute))["p"]
+        assert config.params["validation"] == str(folder / "corpora"), "a directory corpus"
+
+    def test_missing_path_names_project_key_and_path_tried(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "conf").mkdir()
+        write(tmp_path / "held.tsv", "text\t<http://ex/a>\n")
+        monkeypatch.chdir(tmp_path)  # held.tsv is here, but not beside the projects file
+        path = write(tmp_path / "conf" / "projects.toml", project('validation = "held.tsv"'))
+        message = (
+            f"{path}: project 'p': key 'validation': \"held.tsv\" is not a number and no file "
+            f"or directory {tmp_path / 'conf' / 'held.tsv'} exists (a relative path is taken "
+            "from the folder of the projects file)"
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_projects(path)
+        assert str(caught.value) == message
+        with pytest.raises(ConfigError, match=r"key 'validation': \"0\.2\" is not a number"):
+            load(tmp_path, project('validation = "0.2"'))
+
+
+class TestNumbersAreFiniteAndBounded:
+    def test_every_numeric_parameter_has_a_finite_range(self) -> None:
+        specs = [*PROJECT_SETTINGS.values()]
+        specs += [spec for backend in BACKENDS.values() for spec in backend.params.values()]
+        for spec in specs:
+            if spec.type in (int, float):
+                assert spec.min is not None and spec.max is not None, spec.name
+                assert spec.check(spec.max) == spec.max
+                with pytest.raises(ValueError, match="must be"):
+                    spec.check(spec.max + 1)
+            if spec.type is float:
+                for value in (math.inf, -math.inf, math.nan):
+                    with pytest.raises(ValueError, match="must be"):
+                        spec.check(value)
+
+    @pytest.mark.parametrize(
+        ("body", "backend", "message"),
+        [
+            ("learning_rate = inf", "kuoro", "'learning_rate' must be a number greater than 0 and"),
+            ("learning_rate = nan", "linear", "'learning_rate' must be…got nan"),
+            ("learning_rate = 1e300", "kuoro", "'learning_rate' must be…got 1e+300"),
+            ("dropout = nan", "kuoro", "'dropout' must be a number between 0 and 0.9, got nan"),
+            ("weight_decay = inf", "kuoro", "'weight_decay' must be…got inf"),
+            ("concept_l2 = 1e308", "kuoro", "'concept_l2' must be…got 1e+308"),
+            ("hidden_size = 100000", "kuoro", "'hidden_size' must be an integer between 1 and"),
+            ("batch_size = 1000000000", "kuoro", "'batch_size' must be an integer between 1 and"),
+            ("max_epochs = 1000000000", "linear", "'max_epochs' must be an integer between 1"),
+            ("patience = 1000000000", "kuoro", "'patience' must be an integer between 0 and"),
+            ("seed = 18446744073709551616", "mean", "'seed' must be an integer between 0 and"),
+            ("validation = inf", "mean", "'validation' must be…got inf"),
+            ("validation = nan", "mean", "'validation' must be…got nan"),
+            ("validation = 10000000000", "mean", "'validation' must be…got 10000000000"),
+            ("top_k = 100000", "tfidf", "'top_k' must be an integer between 1 and 10000"),
+            ("lr = inf", "fasttext", "'lr' must be a number greater than 0 and at most 10"),
+            ("dim = 1000000", "fasttext", "'dim' must be an integer between 1 and 2048"),
+            ("limit = 1000000", "tfidf", "key 'limit' must be an integer between 1 and 10000"),
+            (
+                "timeout = inf",
+                "annif",
+                "'timeout' must be a number greater than 0 and at most 3600, got inf",
+            ),
+            ("min_df = " + "9" * 400, "tfidf", "'min_df' must be an integer between 1 and"),
+        ],
+    )
+    def test_out_of_range_values_are_errors(
+        self, tmp_path: Path, body: str, backend: str, message: str
+    ) -> None:
+        extra = 'endpoint = "http://x/v1"\nproject = "y"' if backend == "annif" else ""
+        path = write(tmp_path / "projects.toml", project(body, backend, extra))
+        pattern = ".*".join(re.escape(part) for part in message.split("…"))
+        with pytest.raises(ConfigError, match=pattern):
+            load_projects(path)
+
+    @pytest.mark.parametrize(
+        "sources", ['["src:1e308", "src2:1e308"]', "{src = 1e308, src2 = 1e308}", '"src:inf"']
+    )
+    def test_source_weights_are_bounded(self, tmp_path: Path, sources: str) -> None:
+        text = project("", "mean", SOURCE.replace("[src]", "[src2]")).replace('["src"]', sources)
+        with pytest.raises(ConfigError, match=r"the weight of 'src' must be a number greater than"):
+            load(tmp_path, text)
+        weights = '["src:1000000", "src2:1000000"]'
+        text = project("", "mean", SOURCE.replace("[src]", "[src2]")).replace('["src"]', weights)
+        assert [ref.weight for ref in load(tmp_path, text)["p"].sources] == [0.5, 0.5]
+
+
+class TestTyposAndAllErrors:
+    @pytest.mark.parametrize(
+        ("key", "meant"),
+        [("analyser", "analyzer"), ("languag", "language"), ("limt", "limit"), ("acces", "access")],
+    )
+    def test_typos_of_project_keys_are_named(self, tmp_path: Path, key: str, meant: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load(tmp_path, project(f'{key} = "x"', "tfidf"))
+        message = str(caught.value)
+        assert f"unknown parameter '{key}' for backend 'tfidf'. Did you mean '{meant}'?" in message
+        assert (
+            "Allowed: min_df, ngram_max, sublinear_tf, top_k; and in every project: name, "
+            "language, vocab, backend, analyzer, limit, access, allow_learn"
+        ) in message
+
+    def test_every_error_of_a_file_is_reported_at_once(self, tmp_path: Path) -> None:
+        text = (
+            SOURCE
+            + '\n[a]\nlanguage = "fi"\nvocab = "yso"\nbackend = "tfidf"\nanalyser = "simple"\n'
+            "limit = 0\nmin_df = -1\n"
+            '\n[b]\nlanguage = "finnish"\nvocab = "yso"\nbackend = "tfidff"\n'
+            '\n[c]\nlanguage = "fi"\nvocab = "yso"\nbackend = "mean"\n'
+            'sources = ["src", "a", "nope"]\nlearning_rate = inf\n'
+            '\n[d]\nlanguage = "fi"\nvocab = "yso"\nbackend = "kuoro"\nsources = ["src"]\n'
+            "hidden_size = 1e9\nmembers = 1000\n"
+        )
+        path = write(tmp_path / "projects.toml", text)
+        with pytest.raises(ConfigError) as caught:
+            load_projects(path)
+        lines = str(caught.value).splitlines()
+        expected = [
+            "project 'a': key 'limit' must be an integer between 1 and 10000, got 0",
+            "project 'a': unknown parameter 'analyser' for backend 'tfidf'. Did you mean "
+            "'analyzer'?",
+            "project 'a': parameter 'min_df' must be an integer between 1 and 1000000, got -1",
+            "project 'b': key 'language' must be a 2 or 3 letter",
+            "project 'b': key 'backend': unknown backend 'tfidff'. Did you mean 'tfidf'?",
+            "project 'c': unknown parameter 'learning_rate' for backend 'mean'",
+            "project 'd': parameter 'hidden_size' must be an integer between 1 and 4096",
+            "project 'd': parameter 'members' must be an integer between 1 and 64, got 1000",
+            "project 'c': key 'sources' names project 'nope', which is not defined",
+        ]
+        assert len(lines) == len(expected), lines
+        for line, start in zip(lines, expected, strict=True):
+            assert line.startswith(f"{path}: {start}"), (line, start)
+        assert lines[0].endswith("[and 8 more errors below]")
+        # 'a' has errors of its own: it is not reported again as an unknown source of 'c'.
+        assert not any("'a', which" in line for line in lines)
+
+    def test_cli_shows_every_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from kuoro.cli import main
+
+        text = project("hidden_size = 0\nmembers = 0\nanalyser = 'x'")
+        path = write(tmp_path / "projects.toml", text)
+        assert main(["--projects", str(path), "list-projects"]) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert err[0].startswith(f"kuoro: error: {path}: project 'p': unknown parameter")
+        assert err[0].endswith("[and 2 more errors below]")
+        assert [line.split(": ", 2)[2][:27] for line in err[1:]] == [
+            "parameter 'hidden_size' mus",
+            "parameter 'members' must be",
+        ]

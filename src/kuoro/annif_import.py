@@ -25,6 +25,7 @@ from kuoro.backends import (
     ANNIF_BACKENDS,
     ANNIF_DROPPED_PARAMS,
     ANNIF_PARAM_NAMES,
+    ANNIF_PARAM_UNITS,
     BACKENDS,
     ParamSpec,
     show_value,
@@ -253,7 +254,10 @@ def _convert_params(
                 notes.append(f"{where}: key '{shown}': {name} {exc}; dropped (default used)")
                 continue
             if name != key:
-                notes.append(f"{where}: '{shown}' becomes '{name} = {show_value(params[name])}'")
+                unit = f"; {ANNIF_PARAM_UNITS[key]}" if key in ANNIF_PARAM_UNITS else ""
+                notes.append(
+                    f"{where}: '{shown}' becomes '{name} = {show_value(params[name])}'{unit}"
+                )
     return params
 
 

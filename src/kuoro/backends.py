@@ -39,6 +39,14 @@ ANNIF_PARAM_NAMES: Mapping[str, str] = MappingProxyType(
         "wordNgrams": "word_ngrams",
         "minCount": "min_count",
         "ngram": "ngram_max",
+        "chunksize": "chunk_size",
+    }
+)
+
+# Annif parameters that Kuoro maps but counts differently, and how.
+ANNIF_PARAM_UNITS: Mapping[str, str] = MappingProxyType(
+    {
+        "chunksize": "Annif's chunks are sentences, Kuoro's are words: check the value",
     }
 )
 
@@ -112,6 +120,8 @@ class ParamSpec:
             list: "a list",
         }.get(self.type, "a value")
         if self.min is not None and self.max is not None:
+            if self.min_exclusive:
+                return f"{noun} greater than {_number(self.min)} and at most {_number(self.max)}"
             return f"{noun} between {_number(self.min)} and {_number(self.max)}"
         if self.min is not None:
             relation = "greater than" if self.min_exclusive else "of at least"
@@ -145,7 +155,9 @@ class ParamSpec:
             return False
         if not isinstance(value, int | float) or isinstance(value, bool):
             return True
-        if math.isnan(value):
+        # nan passes every comparison, inf every lower bound (an int is finite, and may be too
+        # big to become a float: it is only compared)
+        if isinstance(value, float) and not math.isfinite(value):
             return False
         if self.min is not None and (value <= self.min if self.min_exclusive else value < self.min):
             return False
@@ -162,12 +174,16 @@ class BackendSpec:
     params: Mapping[str, ParamSpec]
 
 
+# The most documents `validation` may hold out by count.
+MAX_VALIDATION_COUNT = 1_000_000
+
+
 def _is_split(value: object) -> bool:
     """A held-out split: a fraction in (0, 1), a document count of at least 1, or a path."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return value >= 1
+        return 1 <= value <= MAX_VALIDATION_COUNT
     if isinstance(value, float):
         return 0.0 < value < 1.0
     return isinstance(value, str) and value.strip() != ""
@@ -177,14 +193,14 @@ def _is_http_url(value: object) -> bool:
     return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
-def _int(
-    name: str, default: int, help: str, min: float | None = 1, max: float | None = None
-) -> ParamSpec:
+def _int(name: str, default: int, help: str, *, max: int, min: int = 1) -> ParamSpec:
+    """An integer parameter; every number has an upper bound, so that no typo of a few extra
+    digits makes a run allocate or loop without end."""
     return ParamSpec(name, int, default, help, min=min, max=max)
 
 
-def _rate(name: str, default: float, help: str) -> ParamSpec:
-    return ParamSpec(name, float, default, help, min=0, min_exclusive=True)
+def _rate(name: str, default: float, help: str, *, max: float) -> ParamSpec:
+    return ParamSpec(name, float, default, help, min=0, min_exclusive=True, max=max)
 
 
 def _bool(name: str, default: bool, help: str) -> ParamSpec:
@@ -207,7 +223,9 @@ def _backend(
 
 
 _TOP_K = _int("top_k", 100, "how many suggestions per document the source keeps", max=10000)
-_MIN_DF = _int("min_df", 2, "ignore words that occur in fewer training documents than this")
+_MIN_DF = _int(
+    "min_df", 2, "ignore words that occur in fewer training documents than this", max=1_000_000
+)
 _NGRAM_MAX = _int("ngram_max", 1, "longest word n-gram used as a feature", max=3)
 
 _SOURCES = ParamSpec(
@@ -223,10 +241,17 @@ _VALIDATION = ParamSpec(
     0.1,
     "held-out documents for early stopping: a fraction, a count, or a corpus path",
     accept=_is_split,
-    allowed="a fraction between 0 and 1 (exclusive), a document count of at least 1, "
-    "or the path of a corpus",
+    allowed="a fraction between 0 and 1 (exclusive), a document count between 1 and "
+    f"{MAX_VALIDATION_COUNT}, or the path of an existing corpus (relative to the projects "
+    "file's folder)",
 )
-_SEED = _int("seed", 0, "random seed for initialisation, shuffling and the held-out split", min=0)
+_SEED = _int(
+    "seed",
+    0,
+    "random seed for initialisation, shuffling and the held-out split",
+    min=0,
+    max=2**32 - 1,
+)
 
 
 def _training(
@@ -234,11 +259,11 @@ def _training(
 ) -> tuple[ParamSpec, ...]:
     """The optimiser and early-stopping parameters that the trainable fusion models share."""
     return (
-        _rate("learning_rate", learning_rate, "Adam learning rate"),
-        _int("batch_size", batch_size, "documents per training step"),
-        _int("max_epochs", max_epochs, "most passes over the training documents"),
+        _rate("learning_rate", learning_rate, "Adam learning rate", max=1),
+        _int("batch_size", batch_size, "documents per training step", max=65536),
+        _int("max_epochs", max_epochs, "most passes over the training documents", max=10_000),
         _bool("early_stopping", True, "stop when the held-out score stops improving"),
-        _int("patience", patience, "epochs without improvement before stopping", min=0),
+        _int("patience", patience, "epochs without improvement before stopping", min=0, max=10_000),
     )
 
 
@@ -262,13 +287,14 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 "Bonsai: cluster_balanced = false, cluster_k = 100, max_depth = 3",
                 _TOP_K,
                 _bool("cluster_balanced", True, "split tree nodes into clusters of equal size"),
-                _int("cluster_k", 2, "children per tree node", min=2),
-                _int("max_depth", 20, "deepest level of the label tree"),
+                _int("cluster_k", 2, "children per tree node", min=2, max=1000),
+                _int("max_depth", 20, "deepest level of the label tree", max=100),
                 _int(
                     "collapse_every_n_layers",
                     0,
                     "collapse every n-th tree layer into its parent (0 = never)",
                     min=0,
+                    max=100,
                 ),
                 _MIN_DF,
                 _NGRAM_MAX,
@@ -285,16 +311,19 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                     "loss function; ova and softmax cost time in proportion to the vocabulary",
                     choices=("ova", "hs", "softmax", "ns"),
                 ),
-                _int("dim", 100, "size of the word vectors"),
-                _rate("lr", 0.25, "learning rate"),
-                _int("epoch", 15, "passes over the training documents"),
+                _int("dim", 100, "size of the word vectors", max=2048),
+                _rate("lr", 0.25, "learning rate", max=10),
+                _int("epoch", 15, "passes over the training documents", max=10_000),
                 _int("word_ngrams", 1, "longest word n-gram", max=5),
-                _int("min_count", 1, "ignore words that occur fewer times than this"),
+                _int(
+                    "min_count", 1, "ignore words that occur fewer times than this", max=1_000_000
+                ),
                 _int(
                     "chunk_size",
                     1,
                     "suggest for each piece of this many words and average (0 = whole text)",
                     min=0,
+                    max=100_000,
                 ),
             ),
             _backend(
@@ -306,6 +335,7 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                     "max_train_documents",
                     20000,
                     "training documents used to learn how to score matches (the first ones)",
+                    max=10_000_000,
                 ),
             ),
             _backend(
@@ -320,8 +350,8 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                     allowed="an http:// or https:// URL",
                 ),
                 _required_str("project", "project id on the remote server"),
-                _rate("timeout", 30.0, "seconds to wait for one response"),
-                _int("retries", 3, "how often to retry a failed request", min=0),
+                _rate("timeout", 30.0, "seconds to wait for one response", max=3600),
+                _int("retries", 3, "how often to retry a failed request", min=0, max=100),
                 _int("batch_size", 32, "documents per request", max=32),
             ),
             _backend(
@@ -361,9 +391,16 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 _SOURCES,
                 _VALIDATION,
                 _SEED,
-                _int("hidden_size", 64, "width of the hidden layer"),
+                _int("hidden_size", 64, "width of the hidden layer", max=4096),
                 ParamSpec("dropout", float, 0.1, "dropout rate while training", min=0, max=0.9),
-                ParamSpec("weight_decay", float, 0.0001, "L2 penalty on the shared weights", min=0),
+                ParamSpec(
+                    "weight_decay",
+                    float,
+                    0.0001,
+                    "L2 penalty on the shared weights",
+                    min=0,
+                    max=1,
+                ),
                 *_training(learning_rate=0.003, batch_size=64, max_epochs=50, patience=3),
                 _int("members", 1, "models trained side by side and averaged", max=64),
                 ParamSpec(
@@ -373,13 +410,20 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                     "training loss: per-candidate, per-document ranking, or both",
                     choices=("bce", "listwise", "mix"),
                 ),
-                _int("gate_top_k", 0, "sources the gate keeps per document (0 = all)", min=0),
+                _int(
+                    "gate_top_k",
+                    0,
+                    "sources the gate keeps per document (0 = all)",
+                    min=0,
+                    max=1000,
+                ),
                 ParamSpec(
                     "concept_l2",
                     float,
                     0.001,
                     "pulls the per-concept corrections towards zero",
                     min=0,
+                    max=100,
                 ),
                 _bool(
                     "concept_sources",
@@ -405,30 +449,33 @@ def _unknown_hint(key: str, allowed: list[str]) -> str:
     owners = sorted(name for name, spec in BACKENDS.items() if key in spec.params)
     if owners:
         return f" '{key}' is a parameter of backend {', '.join(owners)}."
-    close = difflib.get_close_matches(key, allowed, n=1)
+    # A typo of a project setting ('analyser', 'limt') is as likely as one of a parameter.
+    close = difflib.get_close_matches(key, [*allowed, *PROJECT_KEYS], n=1)
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def validate_params(project_id: str, backend: str, raw: Mapping[str, object]) -> dict[str, object]:
-    """Check a project's backend parameters and fill in the defaults; raise ConfigError if bad."""
+def check_params(
+    project_id: str, backend: str, raw: Mapping[str, object]
+) -> tuple[dict[str, object], list[str]]:
+    """A project's backend parameters with the defaults filled in, and every problem found
+    (one message per key; the parameters are only usable when there is none)."""
     where = f"project '{project_id}'"
     if backend not in BACKENDS:
-        raise ConfigError(
-            f"{where}: unknown backend '{backend}'. Allowed: {', '.join(sorted(BACKENDS))}"
-        )
+        return {}, [f"{where}: unknown backend '{backend}'. Allowed: {', '.join(sorted(BACKENDS))}"]
     specs = BACKENDS[backend].params
     allowed = sorted(specs)
-    for key in raw:
-        if key not in specs:
-            raise ConfigError(
-                f"{where}: unknown parameter '{key}' for backend '{backend}'."
-                f"{_unknown_hint(key, allowed)} Allowed: {', '.join(allowed)}"
-            )
+    errors = [
+        f"{where}: unknown parameter '{key}' for backend '{backend}'."
+        f"{_unknown_hint(key, allowed)} Allowed: {', '.join(allowed)}; "
+        f"and in every project: {', '.join(PROJECT_KEYS)}"
+        for key in raw
+        if key not in specs
+    ]
     params: dict[str, object] = {}
     for name, spec in specs.items():
         if name not in raw:
             if spec.required:
-                raise ConfigError(
+                errors.append(
                     f"{where}: missing required parameter '{name}' for backend '{backend}' "
                     f"({spec.help})"
                 )
@@ -437,8 +484,27 @@ def validate_params(project_id: str, backend: str, raw: Mapping[str, object]) ->
         try:
             params[name] = spec.check(raw[name])
         except ValueError as exc:
-            raise ConfigError(f"{where}: parameter '{name}' {exc}") from None
+            errors.append(f"{where}: parameter '{name}' {exc}")
+    return params, errors
+
+
+def validate_params(project_id: str, backend: str, raw: Mapping[str, object]) -> dict[str, object]:
+    """Check a project's backend parameters and fill in the defaults; raise ConfigError if bad
+    (one error listing every problem)."""
+    params, errors = check_params(project_id, backend, raw)
+    if errors:
+        raise ConfigError(join_errors(errors))
     return params
+
+
+def join_errors(errors: list[str]) -> str:
+    """Several errors as one message: the first on the first line, saying how many follow."""
+    if len(errors) == 1:
+        return errors[0]
+    more = len(errors) - 1
+    return f"{errors[0]} [and {more} more error{'s' if more > 1 else ''} below]\n" + "\n".join(
+        errors[1:]
+    )
 
 
 def parameter_table() -> str:

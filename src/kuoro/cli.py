@@ -81,8 +81,14 @@ def _configure_logging(verbosity: int) -> None:
 @click.option(
     "-l", "--language", help="Language of the labels (needed for TSV; default for SKOS/CSV)."
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a stored vocabulary NAME that is damaged, keeping the concept ids that can "
+    "be recovered from it.",
+)
 @pass_context
-def load_vocab(obj: Context, name: str, file: Path, language: str | None) -> None:
+def load_vocab(obj: Context, name: str, file: Path, language: str | None, force: bool) -> None:
     """Load a vocabulary FILE (TSV, CSV or SKOS) and store it as NAME.
 
     Loading a newer version of a vocabulary keeps the ids of concepts it already had.
@@ -90,8 +96,12 @@ def load_vocab(obj: Context, name: str, file: Path, language: str | None) -> Non
     from kuoro.vocab_formats import read_vocabulary
 
     vocab = read_vocabulary(file, language, name=name)
-    stored, update = obj.datadir.store_vocabulary(vocab, source=str(file))
-    if update.replaced_existing:
+    stored, update = obj.datadir.store_vocabulary(vocab, source=str(file), force=force)
+    if update.repaired is not None:
+        log.warning("vocabulary '%s': %s", name, update.repaired)
+    if update.replaced_existing and update.kept + update.deprecated == 0 and update.repaired:
+        change = "replaced the damaged version, new ids"
+    elif update.replaced_existing:
         change = (
             f"updated: {update.kept} kept, {update.added} added, {update.deprecated} deprecated"
         )
@@ -106,17 +116,34 @@ def load_vocab(obj: Context, name: str, file: Path, language: str | None) -> Non
 @cli.command("list-vocabs")
 @pass_context
 def list_vocabs(obj: Context) -> None:
-    """List the vocabularies loaded in the data directory."""
+    """List the vocabularies loaded in the data directory.
+
+    A damaged one is listed as such and makes the exit status non-zero.
+    """
+    from kuoro.errors import VocabularyError
+
     names = obj.datadir.vocabulary_names()
     if not names:
         click.echo(f"no vocabularies in {obj.datadir.root}; load one with: kuoro load-vocab")
         return
     rows = [("name", "concepts", "active", "languages", "fingerprint")]
+    damaged: list[str] = []
     for name in names:
-        vocab = obj.datadir.load_vocabulary(name)
+        try:
+            vocab = obj.datadir.load_vocabulary(name)
+        except VocabularyError as exc:
+            log.error("%s", exc)
+            damaged.append(name)
+            rows.append((name, "-", "-", "-", "damaged"))
+            continue
         langs = ",".join(vocab.languages)
         rows.append((name, str(len(vocab)), str(vocab.active_count), langs, vocab.fingerprint))
     echo_table(rows)
+    if damaged:
+        raise VocabularyError(
+            f"damaged vocabularies: {', '.join(damaged)}; replace each with: "
+            "kuoro load-vocab NAME FILE --force"
+        )
 
 
 # -- projects --------------------------------------------------------------------------------

@@ -47,13 +47,24 @@ jobs_option = click.option(
     "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
     help="Parallel jobs (processes for suggestion, threads where a library trains with them).",
 )  # fmt: skip
+# The most suggestions a document can get (a project's `limit` and `top_k` have the same bound).
+MAX_LIMIT = 10_000
+
+
+def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # click.FloatRange lets nan through: it fails every comparison.
+    if math.isnan(value):
+        raise click.BadParameter("nan is not a number between 0 and 1")
+    return value
+
+
 limit_option = click.option(
-    "--limit", type=click.IntRange(min=1), default=10, show_default=True,
+    "--limit", type=click.IntRange(1, MAX_LIMIT), default=10, show_default=True,
     help="Suggestions per document.",
 )  # fmt: skip
 threshold_option = click.option(
     "--threshold", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-    help="Minimum score of a suggestion.",
+    callback=_finite_threshold, help="Minimum score of a suggestion.",
 )  # fmt: skip
 
 
@@ -301,43 +312,80 @@ def _write_text(path: Path, text: str) -> None:
         out.write(text.encode("utf-8"))
 
 
-def _number_list(text: str, kind: type[float], low: float, high: float | None) -> list[float]:
-    """Comma-separated values and inclusive FROM-TO[:STEP] ranges: "1-20", "1,3,5", "0-0.5:0.1"."""
+# Bounds of `optimize`'s grid: every limit up to the largest is evaluated at every threshold.
+MAX_GRID_LIMIT = 1000
+MAX_GRID_THRESHOLDS = 1000
+MAX_GRID_POINTS = 100_000
+
+
+def _number_list(text: str, kind: type[float], low: float, high: float, most: int) -> list[float]:
+    """Comma-separated values and inclusive FROM-TO[:STEP] ranges: "1-20", "1,3,5", "0-0.5:0.1".
+
+    Every value lies in [low, high] and there are at most ``most``: checked before a range is
+    spelled out, so that "1-100000000" is refused at once.
+    """
     numbers: list[float] = []
+
+    def number(word: str) -> float:
+        value = kind(word)
+        if math.isnan(value) or not low <= value <= high:
+            raise click.BadParameter(f"{word.strip()} is not between {low:g} and {high:g}")
+        return value
+
     for item in text.split(","):
         span, _, step_text = item.strip().partition(":")
         first, dash, last = span.partition("-")
         if not dash:
             if step_text:
                 raise click.BadParameter(f"{item.strip()!r}: a step needs a range, FROM-TO:STEP")
-            numbers.append(kind(span))
+            numbers.append(number(span))
             continue
-        start, stop = kind(first), kind(last)
+        start, stop = number(first), number(last)
         step = kind(step_text) if step_text else kind(1 if kind is int else 0.05)
-        if step <= 0 or stop < start:
+        if not step > 0 or stop < start:  # `not >`: a nan step is refused too
             raise click.BadParameter(f"{item.strip()!r}: a range goes up, by a positive step")
-        count = math.floor((stop - start) / step + 1e-9) + 1
+        span_steps = (stop - start) / step  # inf for a step too small to count
+        if not span_steps < most:
+            raise click.BadParameter(f"{text!r} has more than {most} values")
+        count = math.floor(span_steps + 1e-9) + 1
+        if len(numbers) + count > most:
+            raise click.BadParameter(f"{text!r} has more than {most} values")
         # Rounded, so that 0.15 is the float 0.15 and not 0.15000000000000002.
         numbers.extend(kind(round(start + i * step, 10)) for i in range(count))
-    outside = [n for n in numbers if n < low or (high is not None and n > high)]
-    if outside:
-        upper = "" if high is None else f" and {high:g}"
-        raise click.BadParameter(f"{outside[0]:g} is not between {low:g}{upper}")
+    if len(numbers) > most:
+        raise click.BadParameter(f"{text!r} has more than {most} values")
     return sorted(set(numbers))
+
+
+def _check_grid(ctx: click.Context, limits: object, thresholds: object) -> None:
+    """Refuse a grid too big to evaluate; checked by whichever option click reads second."""
+    if not isinstance(limits, tuple) or not isinstance(thresholds, tuple):
+        return
+    points = max(limits) * len(thresholds)
+    if points > MAX_GRID_POINTS:
+        raise click.UsageError(
+            f"the grid of limits up to {max(limits)} by {len(thresholds)} thresholds has "
+            f"{points} points; at most {MAX_GRID_POINTS}: fewer thresholds or smaller limits",
+            ctx,
+        )
 
 
 def _limits(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
     try:
-        return tuple(int(n) for n in _number_list(value, int, 1, None))
+        limits = tuple(int(n) for n in _number_list(value, int, 1, MAX_GRID_LIMIT, MAX_GRID_LIMIT))
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a list like 1-20 or 1,3,5") from None
+    _check_grid(ctx, limits, ctx.params.get("thresholds"))
+    return limits
 
 
 def _thresholds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
     try:
-        return tuple(_number_list(value, float, 0.0, 1.0))
+        thresholds = tuple(_number_list(value, float, 0.0, 1.0, MAX_GRID_THRESHOLDS))
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a list like 0-0.95:0.05 or 0,0.2,0.4") from None
+    _check_grid(ctx, ctx.params.get("limits"), thresholds)
+    return thresholds
 
 
 # What `optimize` reports the best of, as `annif optimize` does.

@@ -19,12 +19,22 @@ else:
     import tomli as tomllib
 
 from kuoro.analyzers import analyzer_languages
-from kuoro.backends import ANNIF_BACKENDS, BACKENDS, ParamSpec, show_value, validate_params
+from kuoro.backends import (
+    ANNIF_BACKENDS,
+    BACKENDS,
+    ParamSpec,
+    check_params,
+    join_errors,
+    show_value,
+)
 from kuoro.errors import ConfigError, NotFoundError
 
 ANALYZERS = ("simple", "snowball", "simplemma")
 ACCESS_LEVELS = ("public", "hidden", "private")
 DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+# A source's weight as written; weights are normalised to sum to 1.
+MAX_SOURCE_WEIGHT = 1_000_000
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 LANGUAGE_PATTERN = re.compile(r"[a-z]{2,3}")
@@ -114,36 +124,44 @@ def find_projects_file(explicit: str | Path | None, cwd: Path) -> Path:
 
 
 def load_projects(path: str | Path) -> dict[str, ProjectConfig]:
-    """Read a projects.toml file or a projects.d directory of *.toml files and check it all."""
+    """Read a projects.toml file or a projects.d directory of *.toml files and check it all.
+
+    Every problem of every project is reported, in one ConfigError (one line each).
+    """
     path = Path(path)
     if not path.exists():
         raise NotFoundError(f"{path}: no such file or directory")
     files = _project_files(path)
+    errors: list[str] = []
     tables: dict[str, tuple[Path, Mapping[str, object]]] = {}
     for file in files:
         for project_id, table in _read_toml(file).items():
             if project_id in tables:
-                raise ConfigError(
+                errors.append(
                     f"{file}: project '{project_id}' is already defined in {tables[project_id][0]}"
                 )
-            if not isinstance(table, dict):
-                raise ConfigError(
+            elif not isinstance(table, dict):
+                errors.append(
                     f"{file}: top-level key '{project_id}' is not a project table; "
                     f"write [{project_id}] and the project's keys below it"
                 )
-            tables[project_id] = (file, table)
+            else:
+                tables[project_id] = (file, table)
     projects: dict[str, ProjectConfig] = {}
+    checked: dict[str, _Checked] = {}
     for project_id, (file, table) in tables.items():
-        try:
-            projects[project_id] = _project(project_id, table)
-        except ConfigError as exc:
-            raise ConfigError(f"{file}: {exc}") from None
-    # Sources may live in other files of a projects.d, so they are checked once all are read.
-    for project_id, project in projects.items():
-        try:
-            _check_sources(project, projects)
-        except ConfigError as exc:
-            raise ConfigError(f"{tables[project_id][0]}: {exc}") from None
+        checked[project_id] = _project(project_id, table, file.parent)
+        errors += [f"{file}: {problem}" for problem in checked[project_id].errors]
+        if checked[project_id].config is not None:
+            projects[project_id] = cast(ProjectConfig, checked[project_id].config)
+    # Sources may live in other files of a projects.d, so they are checked once all are read
+    # (also those of projects with other errors); a source that has errors of its own is not
+    # reported again.
+    for project_id, result in checked.items():
+        problems = _source_problems(project_id, result, projects, set(tables))
+        errors += [f"{tables[project_id][0]}: {problem}" for problem in problems]
+    if errors:
+        raise ConfigError(join_errors(errors))
     return projects
 
 
@@ -205,7 +223,9 @@ PROJECT_SETTINGS: Mapping[str, ParamSpec] = MappingProxyType(
             ),
             ParamSpec("backend", str, None, "one of " + ", ".join(sorted(BACKENDS)), required=True),
             ParamSpec("analyzer", str, "simple", 'text analyzer such as "snowball(finnish)"'),
-            ParamSpec("limit", int, DEFAULT_LIMIT, "most suggestions returned", min=1),
+            ParamSpec(
+                "limit", int, DEFAULT_LIMIT, "most suggestions returned", min=1, max=MAX_LIMIT
+            ),
             ParamSpec("access", str, "public", "who may use the project", choices=ACCESS_LEVELS),
             ParamSpec("allow_learn", bool, False, "whether `kuoro learn` may update the model"),
         )
@@ -213,48 +233,84 @@ PROJECT_SETTINGS: Mapping[str, ParamSpec] = MappingProxyType(
 )
 
 
-def _project(project_id: str, table: Mapping[str, object]) -> ProjectConfig:
-    """Check one project's own keys; sources are checked against the other projects later."""
+@dataclass(frozen=True)
+class _Checked:
+    """A project table as checked on its own: the project if it has no error, its sources and
+    vocabulary as far as they could be read (for checking them against the other projects),
+    and its errors."""
+
+    config: ProjectConfig | None
+    errors: list[str]
+    sources: tuple[SourceRef, ...] = ()
+    vocab: str | None = None
+
+
+def _project(project_id: str, table: Mapping[str, object], folder: Path) -> _Checked:
+    """Check one project's own keys (sources are checked against the other projects later).
+    Relative paths resolve against ``folder``."""
     where = f"project '{project_id}'"
     if not ID_PATTERN.fullmatch(project_id):
-        raise ConfigError(f"{where}: a project id may only hold letters, digits, '-', '_' and '.'")
+        return _Checked(
+            None, [f"{where}: a project id may only hold letters, digits, '-', '_' and '.'"]
+        )
     raw = dict(table)
+    errors: list[str] = []
     settings: dict[str, object] = {}
     for key, spec in PROJECT_SETTINGS.items():
         if key not in raw:
             if spec.required:
-                raise ConfigError(f"{where}: missing required key '{key}' ({spec.help})")
+                errors.append(f"{where}: missing required key '{key}' ({spec.help})")
             settings[key] = spec.default
             continue
         value = raw.pop(key)
         if key == "backend" and isinstance(value, str) and value not in BACKENDS:
-            raise ConfigError(f"{where}: key 'backend': {_unknown_backend(value)}")
+            errors.append(f"{where}: key 'backend': {_unknown_backend(value)}")
+            continue
         try:
             settings[key] = spec.check(value)
         except ValueError as exc:
-            raise ConfigError(f"{where}: key '{key}' {exc}") from None
-    backend = str(settings["backend"])
-    try:
-        analyzer, argument = parse_analyzer(str(settings["analyzer"]))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: key 'analyzer': {exc}") from None
+            errors.append(f"{where}: key '{key}' {exc}")
+    analyzer, argument = "simple", None
+    if "analyzer" in settings:  # else its type was wrong, and said so
+        try:
+            analyzer, argument = parse_analyzer(str(settings["analyzer"]))
+        except ConfigError as exc:
+            errors.append(f"{where}: key 'analyzer': {exc}")
+    backend = settings.get("backend")
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        return _Checked(None, errors)  # the backend's parameters cannot be checked
 
     refs: tuple[SourceRef, ...] = ()
     if "sources" in raw and BACKENDS[backend].kind == "fusion":
-        refs = _parse_sources(where, raw["sources"])
-        # Validated like any parameter (it is required); kept only as ProjectConfig.sources.
-        raw["sources"] = [f"{ref.project_id}:{ref.weight:.15g}" for ref in refs]
-        total = sum(ref.weight for ref in refs)
-        refs = tuple(SourceRef(ref.project_id, ref.weight / total) for ref in refs)
-    for key, value in raw.items():
+        try:
+            refs = _parse_sources(where, raw["sources"])
+        except ConfigError as exc:
+            errors.append(str(exc))
+            raw["sources"] = []  # reported; not again as a bad parameter
+        else:
+            # Validated like any parameter (it is required); kept only as ProjectConfig.sources.
+            raw["sources"] = [f"{ref.project_id}:{ref.weight:.15g}" for ref in refs]
+            total = math.fsum(ref.weight for ref in refs)
+            refs = tuple(SourceRef(ref.project_id, ref.weight / total) for ref in refs)
+    for key, value in list(raw.items()):
         if isinstance(value, dict) and key != "sources":
-            raise ConfigError(
+            errors.append(
                 f"{where}: key '{key}' is a table; backend parameters go directly in "
                 f"[{project_id}], like the other keys"
             )
-    params = validate_params(project_id, backend, raw)
+            del raw[key]
+    params, problems = check_params(project_id, backend, raw)
+    errors += problems
+    if isinstance(params.get("validation"), str):  # a valid value that is not a number
+        try:
+            params["validation"] = _existing_path(where, "validation", params["validation"], folder)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    vocab = settings["vocab"] if isinstance(settings.get("vocab"), str) else None
+    if errors:
+        return _Checked(None, errors, refs, cast(str | None, vocab))
     params.pop("sources", None)
-    return ProjectConfig(
+    config = ProjectConfig(
         project_id=project_id,
         name=str(settings["name"]) or project_id,
         language=str(settings["language"]),
@@ -267,6 +323,20 @@ def _project(project_id: str, table: Mapping[str, object]) -> ProjectConfig:
         params=MappingProxyType(params),
         sources=refs,
     )
+    return _Checked(config, [], refs, config.vocab)
+
+
+def _existing_path(where: str, key: str, value: object, folder: Path) -> str:
+    """``value`` as an absolute path (a relative one taken from ``folder``, the projects file's
+    folder); ConfigError when nothing is there."""
+    path = Path(os.path.abspath(folder / str(value)))
+    if not path.exists():
+        raise ConfigError(
+            f"{where}: key '{key}': {show_value(value)} is not a number and no file or "
+            f"directory {path} exists (a relative path is taken from the folder of the "
+            "projects file)"
+        )
+    return str(path)
 
 
 def _unknown_backend(backend: str) -> str:
@@ -312,41 +382,51 @@ def _parse_sources(where: str, value: object) -> tuple[SourceRef, ...]:
 
 def _weight(where: str, project_id: str, weight: object) -> float:
     number: float | None = None
-    if isinstance(weight, int | float) and not isinstance(weight, bool):
-        number = float(weight)
-    elif isinstance(weight, str):
+    if isinstance(weight, int | float | str) and not isinstance(weight, bool):
         try:
             number = float(weight)
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number; an int too big for a float
             number = None
-    if number is None or not math.isfinite(number) or number <= 0:
+    if number is None or not math.isfinite(number) or not 0 < number <= MAX_SOURCE_WEIGHT:
         raise ConfigError(
             f"{where}: key 'sources': the weight of '{project_id}' must be a number greater "
-            f"than 0, got {show_value(weight)}"
+            f"than 0 and at most {MAX_SOURCE_WEIGHT}, got {show_value(weight)}"
         )
     return number
 
 
-def _check_sources(project: ProjectConfig, projects: Mapping[str, ProjectConfig]) -> None:
-    """Every source must exist, be a source-kind project and share the fusion project's vocab."""
-    where = f"project '{project.project_id}'"
-    for ref in project.sources:
+def _source_problems(
+    project_id: str,
+    checked: _Checked,
+    projects: Mapping[str, ProjectConfig],
+    defined: set[str],
+) -> list[str]:
+    """Every source must exist, be a source-kind project and share the fusion project's vocab.
+
+    A source in ``defined`` but not in ``projects`` has errors of its own, reported already.
+    """
+    where = f"project '{project_id}'"
+    errors: list[str] = []
+    for ref in checked.sources:
         source = projects.get(ref.project_id)
         if source is None:
-            close = difflib.get_close_matches(ref.project_id, list(projects), n=1)
+            if ref.project_id in defined:
+                continue
+            close = difflib.get_close_matches(ref.project_id, list(defined), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(
+            errors.append(
                 f"{where}: key 'sources' names project '{ref.project_id}', which is not "
                 f"defined.{hint}"
             )
-        if source.kind != "source":
-            raise ConfigError(
+        elif source.kind != "source":
+            errors.append(
                 f"{where}: key 'sources' names project '{ref.project_id}', which is a fusion "
                 f"project (backend '{source.backend}'); only source projects can be fused"
             )
-        if source.vocab != project.vocab:
-            raise ConfigError(
+        elif checked.vocab is not None and source.vocab != checked.vocab:
+            errors.append(
                 f"{where}: key 'sources': project '{ref.project_id}' uses vocab "
-                f"'{source.vocab}' but '{project.project_id}' uses '{project.vocab}'; "
+                f"'{source.vocab}' but '{project_id}' uses '{checked.vocab}'; "
                 "fused projects must share one vocabulary"
             )
+    return errors

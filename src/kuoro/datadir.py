@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kuoro.errors import KuoroError, NotFoundError
+from kuoro.errors import KuoroError, NotFoundError, VocabularyError
 from kuoro.locks import FileLock
 from kuoro.vocab import Vocabulary
 
@@ -23,6 +23,8 @@ class VocabularyUpdate:
     deprecated: int
     kept: int
     replaced_existing: bool
+    # Set when the stored version was damaged and replaced (--force): what became of its ids.
+    repaired: str | None = None
 
 
 class DataDir:
@@ -119,15 +121,38 @@ class DataDir:
                 f"vocabulary '{name}' is not loaded in {self.root} (loaded: {known}); "
                 f"load it with: kuoro load-vocab {name} FILE"
             )
-        return Vocabulary.load(path)
+        try:
+            return Vocabulary.load(path)
+        except VocabularyError as exc:
+            raise VocabularyError(f"{exc}; {_replace_hint(name)}") from exc
 
     def store_vocabulary(
-        self, vocab: Vocabulary, *, source: str | None = None
+        self, vocab: Vocabulary, *, source: str | None = None, force: bool = False
     ) -> tuple[Vocabulary, VocabularyUpdate]:
-        """Store ``vocab`` under its name; an earlier version keeps its concept ids."""
+        """Store ``vocab`` under its name; an earlier version keeps its concept ids.
+
+        A damaged stored version is an error unless ``force``: then ``vocab`` replaces it,
+        keeping the concept ids that :meth:`Vocabulary.salvage` recovers, else starting afresh.
+        """
         path = self.vocab_path(vocab.name)
+        old: Vocabulary | None = None
+        repaired: str | None = None
         if path.exists():
-            old = Vocabulary.load(path)
+            try:
+                old = Vocabulary.load(path)
+            except VocabularyError as exc:
+                if not force:
+                    raise VocabularyError(f"{exc}; {_replace_hint(vocab.name)}") from exc
+                old, note = Vocabulary.salvage(path)
+                if old is None:
+                    repaired = (
+                        f"the stored vocabulary was damaged and {note}: concept ids start "
+                        f"afresh, so every project that uses vocabulary '{vocab.name}' must be "
+                        "retrained"
+                    )
+                else:
+                    repaired = f"the stored vocabulary was damaged; {note}"
+        if old is not None:
             merged = old.updated_with(vocab)
             newly_deprecated = int((merged.deprecated[: len(old)] & ~old.deprecated).sum())
             update = VocabularyUpdate(
@@ -135,12 +160,22 @@ class DataDir:
                 deprecated=newly_deprecated,
                 kept=len(old) - newly_deprecated,
                 replaced_existing=True,
+                repaired=repaired,
             )
         else:
             merged = vocab
-            update = VocabularyUpdate(len(vocab), 0, 0, replaced_existing=False)
+            update = VocabularyUpdate(
+                len(vocab), 0, 0, replaced_existing=path.exists(), repaired=repaired
+            )
         merged.save(path, source=source)
         return merged, update
+
+
+def _replace_hint(name: str) -> str:
+    return (
+        f"replace it with: kuoro load-vocab {name} FILE --force "
+        "(concept ids are kept where they can be recovered)"
+    )
 
 
 def check_name(name: str, what: str) -> None:

@@ -8,11 +8,14 @@ deprecated and appends new ones, so that trained models stay valid across update
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -22,6 +25,24 @@ from kuoro.errors import VocabularyError
 _FORMAT = "kuoro-vocabulary"
 _FORMAT_VERSION = 1
 
+# What no URI, notation or label of a vocabulary file may hold: C0 and C1 control characters
+# (newline, carriage return, tab, ...), the Unicode line and paragraph separators, and lone
+# surrogates (not encodable as UTF-8).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# What the stored form cannot hold at all: it separates strings by newlines, in UTF-8.
+_UNSTORABLE = re.compile(r"[\n\ud800-\udfff]")
+# A URI scheme ("http:", "urn:"): how a salvaged URI column tells a URI from the rest of one.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+
 
 def normalize_uri(uri: str) -> str:
     """Strip whitespace and the angle brackets that Annif formats put around URIs."""
@@ -29,6 +50,26 @@ def normalize_uri(uri: str) -> str:
     if uri.startswith("<") and uri.endswith(">"):
         uri = uri[1:-1].strip()
     return uri
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in ``text`` as ``U+000A``, or None when it has none.
+
+    URIs and notations are identifiers: one that holds a line break, a tab or another control
+    character is a mistake in the vocabulary file, and changing it silently would change which
+    concept it names, so readers reject it.
+    """
+    found = _CONTROL.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
+def clean_label(label: str) -> str:
+    """A label as one line: each run of whitespace or control characters becomes one space.
+
+    Labels are display text: a line break or a tab in one is layout, not meaning, so it becomes
+    a space rather than making the whole vocabulary unreadable.
+    """
+    return " ".join(_CONTROL.sub(" ", label).split())
 
 
 class Vocabulary:
@@ -59,6 +100,10 @@ class Vocabulary:
         lengths += [len(self._notations), len(self.deprecated)]
         if any(n != size for n in lengths):
             raise VocabularyError(f"vocabulary '{name}': label, notation and flag columns differ")
+        _check_storable(name, "URI", self._uris)
+        _check_storable(name, "notation", self._notations)
+        for lang, column in self._labels.items():
+            _check_storable(name, f"label ({lang})", column)
         self._broader_indptr, self._broader_indices = _to_csr(broader, size)
         self._label_index: dict[str, dict[str, int]] = {}
 
@@ -186,7 +231,11 @@ class Vocabulary:
     # -- storage ---------------------------------------------------------------------------
 
     def save(self, path: str | Path, *, source: str | None = None) -> None:
-        """Write the vocabulary to ``path`` (.npz, no pickle), atomically."""
+        """Write the vocabulary to ``path`` (.npz, no pickle), atomically.
+
+        The bytes are read back and compared with this vocabulary before they replace the old
+        file: a file that would not read back as this vocabulary is never written.
+        """
         path = Path(path)
         meta = {
             "format": _FORMAT,
@@ -206,36 +255,59 @@ class Vocabulary:
         }
         for i, lang in enumerate(self.languages):
             arrays[f"labels_{i}"] = _encode(self._labels[lang])
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        data = buffer.getvalue()
+        try:
+            problem = self._difference(Vocabulary._read(io.BytesIO(data), str(path)))
+        except VocabularyError as exc:
+            problem = str(exc)
+        if problem:
+            raise VocabularyError(
+                f"{path}: not written: vocabulary '{self.name}' would not read back as "
+                f"written ({problem})"
+            )
         with atomic_write(path) as out:
-            np.savez_compressed(out, **arrays)
+            out.write(data)
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         """Read a vocabulary written by :meth:`save`."""
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with path.open("rb") as stream:
+                return cls._read(stream, str(path))
+        except FileNotFoundError:
+            raise VocabularyError(f"{path}: no such vocabulary file") from None
+        except OSError as exc:
+            raise VocabularyError(f"{path}: cannot read vocabulary file ({exc})") from exc
+
+    @classmethod
+    def _read(cls, stream: IO[bytes], where: str) -> Vocabulary:
+        try:
+            with np.load(stream, allow_pickle=False) as data:
                 meta = json.loads(_decode(data["meta"], 1)[0])
-                if meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
-                    raise VocabularyError(f"{path}: not a Kuoro vocabulary (format {meta!r})")
-                languages = meta["languages"]
+                if not isinstance(meta, dict) or (
+                    meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION
+                ):
+                    raise VocabularyError(f"{where}: not a Kuoro vocabulary (format {meta!r})")
+                languages = list(meta["languages"])
                 vocab = cls.__new__(cls)
-                vocab.name = meta["name"]
+                vocab.name = str(meta["name"])
                 size = int(meta["size"])
                 vocab._uris = _decode(data["uris"], size)
                 vocab._index = {uri: i for i, uri in enumerate(vocab._uris)}
                 vocab._labels = {
-                    lang: _decode(data[f"labels_{i}"], size) for i, lang in enumerate(languages)
+                    str(lang): _decode(data[f"labels_{i}"], size)
+                    for i, lang in enumerate(languages)
                 }
                 vocab._notations = _decode(data["notations"], size)
-                vocab.deprecated = data["deprecated"]
+                vocab.deprecated = np.asarray(data["deprecated"], dtype=bool)
                 vocab._broader_indptr = data["broader_indptr"]
                 vocab._broader_indices = data["broader_indices"]
                 vocab._label_index = {}
-        except FileNotFoundError:
-            raise VocabularyError(f"{path}: no such vocabulary file") from None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-            raise VocabularyError(f"{path}: damaged vocabulary file ({exc})") from exc
+        except _READ_ERRORS as exc:
+            raise VocabularyError(f"{where}: damaged vocabulary file ({exc})") from exc
         columns: list[Sized] = [
             vocab._uris,
             vocab._notations,
@@ -243,8 +315,128 @@ class Vocabulary:
             *vocab._labels.values(),
         ]
         if any(len(column) != size for column in columns) or len(vocab._index) != size:
-            raise VocabularyError(f"{path}: damaged vocabulary file (size does not match)")
+            raise VocabularyError(f"{where}: damaged vocabulary file (size does not match)")
+        if _csr_problem(vocab._broader_indptr, vocab._broader_indices, size):
+            raise VocabularyError(f"{where}: damaged vocabulary file (broader links)")
         return vocab
+
+    def _difference(self, other: Vocabulary) -> str:
+        """The first way ``other`` differs from this vocabulary, or ''."""
+        if (other.name, other.languages) != (self.name, self.languages):
+            return "name or languages differ"
+        if other._uris != self._uris:
+            return "URIs differ"
+        if other._notations != self._notations:
+            return "notations differ"
+        if any(other._labels[lang] != self._labels[lang] for lang in self.languages):
+            return "labels differ"
+        if not np.array_equal(other.deprecated, self.deprecated):
+            return "deprecation flags differ"
+        if not (
+            np.array_equal(other._broader_indptr, self._broader_indptr)
+            and np.array_equal(other._broader_indices, self._broader_indices)
+        ):
+            return "broader links differ"
+        return ""
+
+    @classmethod
+    def salvage(cls, path: str | Path) -> tuple[Vocabulary | None, str]:
+        """What can be read of a damaged vocabulary file, and a note saying what that is.
+
+        The concept ids are what matters: they are kept when the URI column can be split back
+        into exactly the concepts the file lists (a URI that held a line break is rejoined, its
+        line break written as %0A). Labels, notations and broader links are kept where their
+        column is intact, else left empty (the newer file being loaded supplies them). None
+        when not even the ids can be recovered.
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(_decode(data["meta"], 1)[0])
+                name, size = str(meta["name"]), int(meta["size"])
+                languages = [str(lang) for lang in meta["languages"]]
+                raw = data["uris"].tobytes().decode("utf-8", errors="replace")
+                uris = _rejoin(raw.split("\n") if size else [], size)
+                if uris is None:
+                    return None, "its concept URIs cannot be told apart"
+                labels = {
+                    lang: _column(data, f"labels_{i}", size) for i, lang in enumerate(languages)
+                }
+                notations = _column(data, "notations", size)
+                indptr, indices = data["broader_indptr"], data["broader_indices"]
+        except (*_READ_ERRORS, json.JSONDecodeError) as exc:
+            return None, f"it cannot be read ({exc})"
+        broader: list[list[int]] | None = None
+        if not _csr_problem(indptr, indices, size):
+            broader = [indices[indptr[i] : indptr[i + 1]].tolist() for i in range(size)]
+        repaired = [i for i, uri in enumerate(uris) if _UNSTORABLE.search(uri)]
+        for i in repaired:
+            uris[i] = _UNSTORABLE.sub(_percent_encoded, uris[i])
+        try:
+            vocab = cls(name, uris, labels, notations=notations, broader=broader)
+        except VocabularyError as exc:
+            return None, f"its concept URIs cannot be recovered ({exc})"
+        note = f"the ids of its {size} concepts are kept"
+        if repaired:
+            note += (
+                f"; {len(repaired)} URIs with a line break were kept with it written as %0A "
+                f"(e.g. {uris[repaired[0]]})"
+            )
+        return vocab, note
+
+
+def _rejoin(pieces: list[str], size: int) -> list[str] | None:
+    """The ``size`` URIs that newline-joined gave ``pieces``, or None if that is ambiguous.
+
+    A URI that held a line break is split in two; the part after the break does not start
+    with a URI scheme, so such parts are joined back onto the piece before them.
+    """
+    if len(pieces) == size:
+        return pieces
+    if len(pieces) < size:
+        return None
+    joined: list[str] = []
+    for piece in pieces:
+        if joined and not _SCHEME.match(piece):
+            joined[-1] += "\n" + piece
+        else:
+            joined.append(piece)
+    return joined if len(joined) == size else None
+
+
+def _column(data: Any, key: str, size: int) -> list[str]:
+    """A stored string column, or ``size`` empty strings where it is missing or damaged."""
+    try:
+        column = _decode(data[key], size)
+    except _READ_ERRORS:
+        column = []
+    return column if len(column) == size else [""] * size
+
+
+def _percent_encoded(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
+
+
+def _check_storable(name: str, what: str, strings: Sequence[str]) -> None:
+    """Refuse strings that the stored form cannot hold (checked as one string: fast)."""
+    if not _UNSTORABLE.search("".join(strings)):
+        return
+    index, bad = next((i, s) for i, s in enumerate(strings) if _UNSTORABLE.search(s))
+    raise VocabularyError(
+        f"vocabulary '{name}': the {what} of concept {index} ({bad!r}) holds a line break or "
+        "a character that is not valid Unicode text"
+    )
+
+
+def _csr_problem(indptr: np.ndarray, indices: np.ndarray, size: int) -> bool:
+    """Whether stored broader links are inconsistent with a vocabulary of ``size`` concepts."""
+    if not all(np.issubdtype(a.dtype, np.integer) for a in (indptr, indices)):
+        return True
+    if indptr.ndim != 1 or indices.ndim != 1 or len(indptr) != size + 1:
+        return True
+    if indptr[0] != 0 or indptr[-1] != len(indices) or bool(np.any(np.diff(indptr) < 0)):
+        return True
+    return bool(len(indices)) and bool(indices.min() < 0 or indices.max() >= size)
 
 
 def _encode(strings: Sequence[str]) -> np.ndarray:

@@ -90,6 +90,7 @@ class FileSource(Source):
         scores: list[float] = []
         bad = 0
         unknown: dict[str, int] = {}
+        read = non_positive = 0
         for lineno, line in _numbered(lines, progress, path):
             fields = [f.strip() for f in line.rstrip("\r\n").split("\t")]
             if fields == [""]:
@@ -97,6 +98,7 @@ class FileSource(Source):
             problem = _check_fields(fields)
             if problem == "header" and lineno == 1:
                 continue
+            read += 1
             if problem:
                 bad += 1
                 if bad <= _MAX_REPORTED_LINES:
@@ -111,6 +113,7 @@ class FileSource(Source):
                 continue
             score = float(score_text)
             if score <= 0.0:
+                non_positive += 1
                 continue
             doc_rows.append(row)
             concepts.append(concept)
@@ -132,6 +135,13 @@ class FileSource(Source):
                 example,
             )
         self.skipped_ = {"bad_lines": bad, "unknown_uri_suggestions": sum(unknown.values())}
+        if not any(len(chunk[0]) for chunk in chunks):
+            raise SourceError(
+                f"file source: {path}: no usable suggestion in {read} lines ({bad} malformed, "
+                f"{sum(unknown.values())} with a URI not in vocabulary '{self.vocabulary.name}', "
+                f"{non_positive} with a score of 0 or less); each line must be "
+                "document_id<TAB>URI<TAB>score"
+            )
         all_rows, all_concepts, all_scores = (np.concatenate(c) for c in zip(*chunks, strict=True))
         matrix = _top_k_csr(
             all_rows, all_concepts, all_scores, len(rows), len(self.vocabulary), self.top_k
