@@ -202,12 +202,13 @@ def test_damaged_model_files_give_model_errors(vocab, suggestions_file, tmp_path
     with pytest.raises(ModelError, match=r"model file .*suggestions.npz is damaged"):
         make(vocab, suggestions_file).load_state(version_dir)
 
-    # Same size, bytes changed in the middle: only the source can tell.
+    # Same size, bytes changed in the middle: the checksum tells, and so does the source.
     broken = bytearray(data)
     for i in range(len(data) // 3, len(data) // 3 + 64):
         broken[i] ^= 0xFF
     npz.write_bytes(bytes(broken))
-    read_model(tmp_path / "proj", "proj")
+    with pytest.raises(ModelError, match=r"suggestions\.npz is damaged \(its contents changed"):
+        read_model(tmp_path / "proj", "proj")
     with pytest.raises(ModelError, match=r"model file .*suggestions.npz is damaged"):
         make(vocab, suggestions_file).load_state(version_dir)
 

@@ -281,15 +281,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("kuoro: interrupted", err=True)
         return 130
+    except OSError as exc:  # the machine's, not Kuoro's: a full disk, a permission, a device
+        where = f": {exc.filename}" if exc.filename else ""
+        return _report(exc, "error", message=f"{exc.strerror or exc}{where}")
     except Exception as exc:
         return _report(exc, "internal error", hint=True)
     return result if isinstance(result, int) else 0
 
 
-def _report(exc: BaseException, kind: str, *, hint: bool = False) -> int:
+def _report(
+    exc: BaseException, kind: str, *, hint: bool = False, message: str | None = None
+) -> int:
     if _verbosity > 0:
         traceback.print_exception(exc)
-    message = str(exc) or type(exc).__name__
+    message = message or str(exc) or type(exc).__name__
     suffix = " (run with -v for the traceback)" if hint and _verbosity <= 0 else ""
     click.echo(f"kuoro: {kind}: {message}{suffix}", err=True)
     return 1

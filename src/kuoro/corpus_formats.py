@@ -236,6 +236,9 @@ def read_jsonl(path: Path, reading: Reading) -> Iterator[Record]:
         except json.JSONDecodeError as exc:
             reading.skip(path, lineno, "invalid JSON", f" ({exc.msg} at column {exc.colno})")
             continue
+        except RecursionError:
+            reading.skip(path, lineno, "invalid JSON", " (nested too deeply)")
+            continue
         problem = _jsonl_problem(obj, reading.subjects)
         if problem:
             reading.skip(path, lineno, problem)

@@ -148,7 +148,7 @@ def learn_fusion(
     pid = project.project_id
     if project.config.backend == "mean":
         raise KuoroError(f"project '{pid}' (backend 'mean') learns nothing; there is no model")
-    version_dir, manifest = read_model(project.model_dir, pid)
+    version_dir, manifest = read_model(project.model_dir, pid, "fusion")
     model = load_torch_model(project, version_dir, manifest)
     prior_counts = load_prior(project, version_dir, int(manifest["model"]["n_concepts"]))
     sources = trained_sources(project, manifest)

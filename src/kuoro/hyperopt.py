@@ -209,10 +209,31 @@ def _context_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     return changes
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_storage(storage: Path) -> None:
+    """Refuse a search storage that exists but is not an SQLite database (SQLAlchemy's own
+    error on such a file is a page of SQL)."""
+    try:
+        with storage.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise KuoroError(f"cannot read the hyperopt storage {storage}: {exc.strerror}") from exc
+    if head and head != _SQLITE_MAGIC:
+        raise KuoroError(
+            f"the hyperopt storage {storage} is not an SQLite database; give another --storage "
+            "file (a new one is created)"
+        )
+
+
 def _open_study(
     storage: Path, project_id: str, seed: int, pruner: optuna.pruners.BasePruner
 ) -> optuna.Study:
     storage.parent.mkdir(parents=True, exist_ok=True)
+    check_storage(storage)
     try:
         rdb = optuna.storages.RDBStorage(f"sqlite:///{storage.resolve()}")
     except Exception as exc:  # not a database, or one of another Optuna version
@@ -411,10 +432,13 @@ def load_search(storage: Path, project_id: str) -> tuple[HyperoptResult, list[Fr
     """A stored search and its trials, without running anything; None if there is none."""
     if not storage.is_file():
         return None
+    check_storage(storage)
     try:
         study = optuna.load_study(study_name=project_id, storage=f"sqlite:///{storage.resolve()}")
     except KeyError:
         return None
+    except Exception as exc:  # a database of another Optuna version, or a damaged one
+        raise KuoroError(f"cannot read the hyperopt storage {storage}: {exc}") from exc
     try:
         return summarize(study, storage), study.get_trials()
     except KuoroError:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from kuoro import __version__
-from kuoro.atomic import atomic_write
-from kuoro.errors import ModelError
+from kuoro.atomic import STORAGE_ERRORS, atomic_write
+from kuoro.errors import KuoroError, ModelError
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -61,6 +61,12 @@ def write_model(
         _fsync_dir(version_dir)
         with atomic_write(project_dir / CURRENT) as out:
             out.write(version_dir.name.encode("utf-8"))
+    except OSError as exc:
+        shutil.rmtree(version_dir, ignore_errors=True)
+        if exc.errno in STORAGE_ERRORS:
+            where = exc.filename or version_dir
+            raise KuoroError(f"cannot write the model to {where}: {exc.strerror}") from exc
+        raise
     except BaseException:
         shutil.rmtree(version_dir, ignore_errors=True)
         raise
@@ -68,8 +74,14 @@ def write_model(
     return version_dir
 
 
-def read_model(project_dir: Path, project_id: str) -> tuple[Path, dict[str, Any]]:
-    """The current version directory and its manifest, after checking that it is complete."""
+def read_model(
+    project_dir: Path, project_id: str, kind: str | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """The current version directory and its manifest, after checking that it is complete.
+
+    ``kind``: "source" or "fusion", the kind of project the model must be of; its manifest
+    is then checked to hold what a model of that kind needs.
+    """
     pointer = project_dir / CURRENT
     if not pointer.is_file():
         raise ModelError(
@@ -87,7 +99,7 @@ def read_model(project_dir: Path, project_id: str) -> tuple[Path, dict[str, Any]
             f"project '{project_id}': {version_dir} is not a Kuoro model of format version "
             f"{FORMAT_VERSION}; retrain the project"
         )
-    problem = manifest_problem(manifest)
+    problem = manifest_problem(manifest, kind)
     if problem is not None:
         raise ModelError(
             f"project '{project_id}': the model manifest {version_dir / MANIFEST} is damaged "
@@ -111,10 +123,12 @@ def read_model(project_dir: Path, project_id: str) -> tuple[Path, dict[str, Any]
 
 # What a manifest must hold for the loaders, with each value's JSON type.
 _Keys = Mapping[str, type | tuple[type, ...]]
-_COMMON: _Keys = {"backend": str, "params": dict, "vocabulary": dict, "files": dict}
 _BY_KIND: dict[str, _Keys] = {
-    "source": {"analyzer": str},
-    "fusion": {"sources": list, "model": dict, "training": dict},
+    "source": {"backend": str, "params": dict, "vocabulary": dict, "analyzer": str},
+    "fusion": {
+        **{"backend": str, "params": dict, "vocabulary": dict},
+        **{"sources": list, "model": dict, "training": dict},
+    },
 }
 _VOCABULARY: _Keys = {"name": str, "size": int, "fingerprint": str}
 _FILE: _Keys = {"bytes": int, "sha256": str}
@@ -132,15 +146,20 @@ def _wrong_key(table: object, keys: _Keys, where: str) -> str | None:
     return None
 
 
-def manifest_problem(manifest: Mapping[str, Any]) -> str | None:
-    """What is wrong with a manifest's structure (a key missing or of the wrong type), or
-    None: what the loaders read from it is there, of the type they expect."""
-    kind = str(manifest.get("kind", "source"))
-    problem = _wrong_key(manifest, {**_COMMON, **_BY_KIND.get(kind, {})}, "")
+def manifest_problem(manifest: Mapping[str, Any], kind: str | None = None) -> str | None:
+    """What is wrong with a manifest's structure, or None: its file list, and with ``kind``
+    what a model of that kind needs, are there and of the types the loaders expect."""
+    problem = _wrong_key(manifest, {"files": dict}, "")
     if problem is not None:
         return problem
-    checks: list[tuple[object, _Keys, str]] = [(manifest["vocabulary"], _VOCABULARY, "vocabulary.")]
-    checks += [(info, _FILE, f"files.{name}.") for name, info in manifest["files"].items()]
+    checks = [(info, _FILE, f"files.{name}.") for name, info in manifest["files"].items()]
+    if kind is not None:
+        if manifest.get("kind") != kind:
+            return f"'kind' is {manifest.get('kind')!r}, not {kind!r}"
+        problem = _wrong_key(manifest, _BY_KIND[kind], "")
+        if problem is not None:
+            return problem
+        checks.append((manifest["vocabulary"], _VOCABULARY, "vocabulary."))
     if kind == "fusion":
         checks.append((manifest["model"], _MODEL, "model."))
         checks += [(s, _SOURCE, f"sources[{i}].") for i, s in enumerate(manifest["sources"])]

@@ -204,7 +204,7 @@ class Project:
     @cached_property
     def source(self) -> Suggester:
         """The trained model, loaded once; it is checked against the vocabulary and config."""
-        version_dir, manifest = read_model(self.model_dir, self.project_id)
+        version_dir, manifest = read_model(self.model_dir, self.project_id, self.config.kind)
         self._check_manifest(manifest)
         if self.config.kind == "fusion":
             from kuoro.fusion_loader import fusion_engine, load_fusion

@@ -845,7 +845,7 @@ def write_report(
 
     ``storage``: the hyperopt storage to read (default: the project's, if it exists).
     """
-    version_dir, manifest = read_model(project.model_dir, project.project_id)
+    version_dir, manifest = read_model(project.model_dir, project.project_id, project.config.kind)
     started = time.perf_counter()
     documents = Corpus(list(corpus_paths), project.vocabulary, language=project.config.language)
     evaluation = _evaluate(project, documents, limit, jobs, progress)
