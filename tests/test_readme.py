@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 from kuoro.backends import parameter_table
+
+from conftest import SHARED_DATA, requires_shared_data
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -25,3 +29,57 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert [line.split()[0] for line in block] == ["scripts/demo", "scripts/test"]
     root = README.parent
     assert all((root / line.split()[0]).is_file() for line in block)
+
+
+def _example_session() -> list[tuple[str, list[str]]]:
+    """The README's example session: each command with the output lines it shows."""
+    text = README.read_text(encoding="utf-8")
+    block = text[text.index("## An example session") :]
+    block = block[block.index("```console\n") + len("```console\n") :]
+    block = block[: block.index("```")]
+    session: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            session.append((line[2:], []))
+        else:
+            session[-1][1].append(line)
+    return session
+
+
+def _shown_in(expected: list[str], output: str) -> None:
+    """Each line shown is in the output; "..." in a line stands for the rest of it."""
+    lines = output.splitlines()
+    for shown in expected:
+        if shown == "...":
+            continue
+        head = shown.split("...")[0]
+        assert any(line == shown or ("..." in shown and line.startswith(head)) for line in lines), (
+            f"README shows {shown!r}; the command printed:\n{output}"
+        )
+
+
+@requires_shared_data
+def test_the_example_session_runs_as_written(tmp_path: Path) -> None:
+    # A checkout beside ../shared, as the session expects, with the real environment.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / ".venv").symlink_to(README.parent / ".venv")
+    (checkout / "examples").symlink_to(README.parent / "examples")
+    (tmp_path / "shared").symlink_to(SHARED_DATA.parent)
+    session = _example_session()
+    marker = "=== kuoro readme session ==="
+    script = "set -e\n" + "".join(f"echo '{marker}'\n{command}\n" for command, _ in session)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUORO_")}
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # what a terminal shows: both, in order
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout
+    outputs = done.stdout.split(marker + "\n")[1:]
+    assert len(outputs) == len(session)
+    for (_, expected), output in zip(session, outputs, strict=True):
+        _shown_in(expected, output)

@@ -283,3 +283,19 @@ def test_a_store_of_a_project_trained_before_sharing_is_adopted(
     err = capsys.readouterr().err
     assert f"moved the store {legacy} to {store}" in err and "reusing store" in err
     assert not legacy.exists() and data.stores() == [store]
+
+
+def test_a_validation_corpus_equal_to_the_training_corpus_gets_a_warning(
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (work / "projects.toml").read_text()
+    copy = work / "same.tsv"
+    shutil.copy(work / "fusion.tsv", copy)  # the same documents under another name
+    (work / "projects.toml").write_text(
+        text.replace("[fusion-mean]\n", f'[fusion-mean]\nvalidation = "{copy}"\n')
+    )
+    capsys.readouterr()
+    assert main(kuoro(work, "train", "fusion-mean", str(work / "fusion.tsv"))) == 0
+    err = capsys.readouterr().err
+    assert f"the validation corpus {copy} is the training corpus" in err
+    assert len(DataDir(work / "data").stores()) == 1  # one store, opened once

@@ -67,11 +67,13 @@ class DataDir:
         return sorted(folder.glob("*.store")) if folder.is_dir() else []
 
     def recorded_store(self, recorded: str, project_id: str) -> Path:
-        """The store a model's manifest names: relative to the data directory (so that the
-        directory can move), or, in models trained before stores were shared, the project's
-        own store."""
-        path = Path(recorded)
-        return self.legacy_store_path(project_id) if path.is_absolute() else self.root / path
+        """The store a model's manifest names: ``stores/KEY.store``, relative to the data
+        directory (so that the directory can move); in a model trained before stores were
+        shared, the path of the project's own store then (wherever the directory was)."""
+        parts = Path(recorded).parts
+        if len(parts) == 2 and parts[0] == "stores":
+            return self.root / recorded
+        return self.legacy_store_path(project_id)
 
     def legacy_store_path(self, project_id: str) -> Path:
         """Where a fusion project kept its own store before stores were shared."""

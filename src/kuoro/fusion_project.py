@@ -56,7 +56,13 @@ from kuoro.fusion_loader import (
 )
 from kuoro.model_files import read_model, write_model
 from kuoro.store import SuggestionStore
-from kuoro.store_builder import build_store, model_fingerprint, open_shared_store
+from kuoro.store_builder import (
+    CORPUS_FINGERPRINT,
+    build_store,
+    corpus_fingerprint,
+    model_fingerprint,
+    open_shared_store,
+)
 from kuoro.training.callbacks import CHECKPOINT_STATE, CheckpointError
 
 if TYPE_CHECKING:
@@ -306,10 +312,25 @@ def training_stores(
         )
         held_out = None
         if isinstance(validation, str):
-            legacy = legacy.with_name(f"{project.project_id}.validation.store")
-            held_out = stack.enter_context(
-                _shared_store(project, sources, [Path(validation)], jobs, cached, progress, legacy)
+            held_out_corpus = corpus_fingerprint(
+                [Path(validation)], language=project.config.language
             )
+            if held_out_corpus == store.fingerprints.get(CORPUS_FINGERPRINT):
+                log.warning(
+                    "project '%s': the validation corpus %s is the training corpus: its "
+                    "documents are trained on, so they cannot tell when training overfits; "
+                    "give documents the model is not trained on",
+                    project.project_id,
+                    validation,
+                )
+                held_out = store
+            else:
+                legacy = legacy.with_name(f"{project.project_id}.validation.store")
+                held_out = stack.enter_context(
+                    _shared_store(
+                        project, sources, [Path(validation)], jobs, cached, progress, legacy
+                    )
+                )
         yield store, held_out
 
 

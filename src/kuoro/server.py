@@ -375,11 +375,12 @@ class ServedProject:
             if self.error is not None and not force and stamp == self._failed_model:
                 return None
             if stamp is None:
-                self._fail(
+                message = (
                     f"project '{self.project_id}' is not trained yet; train it with: "
-                    f"kuoro train {self.project_id} CORPUS",
-                    stamp,
+                    f"kuoro train {self.project_id} CORPUS"
                 )
+                log.warning("%s; until then it answers 503", message)
+                self.project, self.error, self._failed_model = None, message, stamp
                 return None
             started = time.perf_counter()
             try:

@@ -45,7 +45,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _VOCABULARY = "vocabulary"
-_CORPUS = "corpus"
+# The key of the corpus fingerprint among a store's fingerprints.
+CORPUS_FINGERPRINT = "corpus"
 _SOURCE = "source:"
 _DEFAULT_TOP_K = 100
 
@@ -113,7 +114,7 @@ def store_fingerprints(
     return {
         _VOCABULARY: vocabulary.fingerprint,
         **{_SOURCE + p.project_id: model_fingerprint(p) for p in projects},
-        _CORPUS: corpus_fingerprint(corpus_paths, language=language),
+        CORPUS_FINGERPRINT: corpus_fingerprint(corpus_paths, language=language),
     }
 
 
@@ -122,7 +123,11 @@ def store_key(vocabulary_name: str, fingerprints: Mapping[str, str]) -> str:
     projects in order and the corpus. Retrained sources or an updated vocabulary rebuild the
     store of the same name; another corpus or other sources have a store of their own."""
     sources = [key.removeprefix(_SOURCE) for key in fingerprints if key.startswith(_SOURCE)]
-    described = {"vocabulary": vocabulary_name, "sources": sources, "corpus": fingerprints[_CORPUS]}
+    described = {
+        "vocabulary": vocabulary_name,
+        "sources": sources,
+        "corpus": fingerprints[CORPUS_FINGERPRINT],
+    }
     return _digest(json.dumps(described, sort_keys=True).encode("utf-8"))
 
 
@@ -348,7 +353,7 @@ def _changes(meta: Mapping[str, Any], fingerprints: Mapping[str, str]) -> list[s
             for name in new_sources
             if old[_SOURCE + name] != fingerprints[_SOURCE + name]
         )
-    if old.get(_CORPUS) != fingerprints[_CORPUS]:
+    if old.get(CORPUS_FINGERPRINT) != fingerprints[CORPUS_FINGERPRINT]:
         reasons.append("the training corpus changed since the store was built")
     return reasons
 
