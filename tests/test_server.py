@@ -612,13 +612,12 @@ def test_a_retrained_model_is_served_once_loaded_and_its_time_shown(
         assert main(kuoro(work, "train", "tfidf-words", str(work / "fusion.tsv"))) == 0
         new = expected(open_project(work, "tfidf-words"), texts[0])
         assert new != old
+        # The old model answers until the new one is loaded, and its time is the one shown.
+        info = served.get("/v1/projects/tfidf-words").json()
+        assert info["modification_time"] == trained_at
         deadline = time.monotonic() + 30
         while (answer := served.post(url, data={"text": texts[0]})).json()["results"] != new:
-            # Until the new model is loaded the old one answers, and its time is shown.
             assert answer.status_code == 200 and answer.json()["results"] == old
-            assert served.get("/v1/projects/tfidf-words").json()["modification_time"] == (
-                trained_at
-            )
             assert time.monotonic() < deadline, "the retrained model was never served"
             time.sleep(0.05)
         now = served.get("/v1/projects/tfidf-words").json()["modification_time"]
