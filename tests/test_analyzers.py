@@ -130,6 +130,7 @@ def test_lemma_table_of_another_simplemma_version_is_not_used(tmp_path: Path) ->
 
 def test_identity_names_the_library_version() -> None:
     assert make_analyzer("simple").identity == "simple"
+    assert make_analyzer("snowball", "finnish").identity.startswith("snowball(finnish) snowball")
     identity = make_analyzer("simplemma", "fi").identity
     assert identity.startswith("simplemma(fi) simplemma ") and identity.split()[-1][0].isdigit()
 

@@ -17,7 +17,7 @@ import threading
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,10 @@ class SnowballAnalyzer(Analyzer):
         # threads suggest at the same time).
         self._local = threading.local()
 
+    @property
+    def identity(self) -> str:
+        return f"{self.spec} snowballstemmer {_distribution_version('snowballstemmer')}"
+
     def normalize(self, word: str) -> str:
         stemmer = getattr(self._local, "stemmer", None)
         if stemmer is None:
@@ -167,6 +171,16 @@ class SimplemmaAnalyzer(Analyzer):
     @property
     def _table_name(self) -> str:
         return f"simplemma-{self.language}"
+
+
+@cache
+def _distribution_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def simplemma_version() -> str:
