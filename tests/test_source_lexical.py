@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from kuoro.analyzers import make_analyzer
+from kuoro.analyzers import SimpleAnalyzer, SimplemmaAnalyzer, make_analyzer
 from kuoro.corpus import Corpus, Document
 from kuoro.errors import ModelError, SourceError
 from kuoro.model_files import read_model, write_model
-from kuoro.sources.lexical import FEATURES, LabelIndex, LexicalSource
+from kuoro.sources.lexical import FEATURES, LabelIndex, LexicalSource, label_texts
 from kuoro.vocab import Vocabulary
 from kuoro.vocab_formats import read_vocabulary
 
@@ -200,6 +200,105 @@ def test_vocabulary_grown_after_training_still_loads(tmp_path: Path) -> None:
     assert 6 in result.indices and result.shape == (1, 7)
 
 
+class CountingAnalyzer(SimpleAnalyzer):
+    """The simple analyzer, counting the texts it analyzes; a ``version`` goes into its
+    identity, as a library's version does."""
+
+    def __init__(self, version: str | None = None) -> None:
+        self.version = version
+        self.texts = 0
+
+    @property
+    def identity(self) -> str:
+        return "simple" if self.version is None else f"simple {self.version}"
+
+    def tokens(self, text: str) -> list[str]:
+        self.texts += 1
+        return super().tokens(text)
+
+
+def same_index(a: LabelIndex, b: LabelIndex) -> bool:
+    return (a.phrases, a.heads, a.lengths, a.broader) == (b.phrases, b.heads, b.lengths, b.broader)
+
+
+TEXTS = ["linnan rauniot ja kuusi", "kuusi linnat, linnanrauniot", "rauniot", "", "tornit"]
+
+
+def test_loading_uses_the_stored_label_index(tmp_path: Path) -> None:
+    source = trained_small()
+    source.save_state(tmp_path)
+    assert (tmp_path / "labels.npz").is_file()
+    analyzer = CountingAnalyzer()
+    loaded = LexicalSource(small_vocabulary(), analyzer)
+    loaded.load_state(tmp_path)
+    assert analyzer.texts == 0, "no label is analyzed again"
+    assert loaded.index.labels_analyzed == 0
+    assert same_index(loaded.index, LabelIndex(small_vocabulary(), SIMPLE))
+    assert (loaded.suggest(TEXTS) != source.suggest(TEXTS)).nnz == 0
+
+
+def test_model_without_stored_label_index_still_loads(tmp_path: Path) -> None:
+    source = trained_small()
+    source.save_state(tmp_path)
+    (tmp_path / "labels.npz").unlink()  # as an older Kuoro wrote it
+    analyzer = CountingAnalyzer()
+    loaded = LexicalSource(small_vocabulary(), analyzer)
+    loaded.load_state(tmp_path)
+    assert analyzer.texts == loaded.index.labels_analyzed == 4, "every active label, once each"
+    assert (loaded.suggest(TEXTS) != source.suggest(TEXTS)).nnz == 0
+
+
+def test_labels_changed_since_training_are_analyzed_again(tmp_path: Path) -> None:
+    trained_small().save_state(tmp_path)
+    old = small_vocabulary()
+    labels = [old.label(i) or "" for i in range(len(old))]
+    labels[1] = "linnan tornit"  # relabelled
+    changed = Vocabulary(
+        "small", [*old.uris, "http://example.org/new"], {"fi": [*labels, "tornit"]},
+        deprecated=[False] * 5 + [True, False], broader=[[4], [0], [], [], [], [], []],
+    )  # fmt: skip
+    analyzer = CountingAnalyzer()
+    loaded = LexicalSource(changed, analyzer)
+    loaded.load_state(tmp_path)
+    assert analyzer.texts == 2, "only the new and the changed label"
+    assert same_index(loaded.index, LabelIndex(changed, SIMPLE))
+    assert set(loaded.suggest(["linnan tornit"]).indices) == {1, 6}
+    assert set(label_texts(changed)) - set(loaded.index.analyzed) == {None}
+
+
+def test_label_index_of_another_analyzer_version_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    docs = [Document("linnan rauniot ja kuusi", (1,)), Document("kuusi", (2,))] * 3
+    LexicalSource(small_vocabulary(), CountingAnalyzer("1")).fit(docs).save_state(tmp_path)
+    analyzer = CountingAnalyzer("2")
+    loaded = LexicalSource(small_vocabulary(), analyzer)
+    loaded.load_state(tmp_path)
+    assert analyzer.texts == 4
+    assert "analyzed by simple 1, not by simple 2" in caplog.text
+    same = CountingAnalyzer("1")
+    LexicalSource(small_vocabulary(), same).load_state(tmp_path)
+    assert same.texts == 0
+
+
+@pytest.mark.parametrize("damage", ["garbage", "token counts", "format"])
+def test_damaged_label_index_gives_model_error(tmp_path: Path, damage: str) -> None:
+    trained_small().save_state(tmp_path)
+    path = tmp_path / "labels.npz"
+    if damage == "garbage":
+        path.write_bytes(b"\x00not a model" * 40)
+    else:
+        with np.load(path) as data:
+            arrays = dict(data)
+        if damage == "token counts":
+            arrays["token_counts"] = arrays["token_counts"] + 1
+        else:
+            arrays["meta"] = np.frombuffer(b'{"format": "kuoro-lexical-labels-9"}', np.uint8)
+        np.savez(path, **arrays)
+    with pytest.raises(ModelError, match=r"model file .*labels\.npz is damaged"):
+        LexicalSource(small_vocabulary(), SIMPLE).load_state(tmp_path)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing", "wrong shape"])
 def test_damaged_state_gives_model_error(tmp_path: Path, damage: str) -> None:
     source = trained_small()
@@ -229,3 +328,59 @@ def test_object_arrays_are_not_loaded(tmp_path: Path) -> None:
     np.savez(tmp_path / "lexical.npz", **arrays)
     with pytest.raises(ModelError, match="damaged"):
         LexicalSource(small_vocabulary(), SIMPLE).load_state(tmp_path)
+
+
+# -- stored index and lemma table on real data -------------------------------------------------
+
+
+def same_suggestions_stored_and_rebuilt(
+    vocab: Vocabulary, texts: list[str], train: list[Document], tmp_path: Path
+) -> None:
+    """A simplemma source trained and saved, loaded as saved (stored labels and simplemma's
+    dictionary as a table) and as an older Kuoro saved it (neither): identical suggestions."""
+    source = LexicalSource(vocab, make_analyzer("simplemma", "fi"), top_k=20).fit(train)
+    expected = source.suggest(texts)
+    assert expected.nnz > len(texts) / 4, "enough matches to compare"
+    source.save_state(tmp_path)
+    assert source.library_versions()["simplemma"][0].isdigit()
+
+    analyzer = make_analyzer("simplemma", "fi")
+    stored = LexicalSource(vocab, analyzer, top_k=20)
+    stored.load_state(tmp_path)
+    assert isinstance(analyzer, SimplemmaAnalyzer) and analyzer.table is not None
+    assert stored.index.labels_analyzed == 0
+    assert (stored.suggest(texts) != expected).nnz == 0
+
+    (tmp_path / "labels.npz").unlink()
+    for path in (tmp_path / "simplemma-fi").iterdir():
+        path.unlink()
+    (tmp_path / "simplemma-fi").rmdir()
+    analyzer = make_analyzer("simplemma", "fi")
+    rebuilt = LexicalSource(vocab, analyzer, top_k=20)
+    rebuilt.load_state(tmp_path)
+    assert isinstance(analyzer, SimplemmaAnalyzer) and analyzer.table is None
+    assert rebuilt.index.labels_analyzed > 0.9 * vocab.active_count
+    assert (rebuilt.suggest(texts) != expected).nnz == 0
+
+
+def librarian_texts(name: str) -> list[str]:
+    with (SHARED_DATA / "kirjastonhoitaja" / name).open(encoding="utf-8") as lines:
+        return [line.split("\t")[0] for line in lines]
+
+
+@requires_shared_data
+def test_stored_index_gives_identical_suggestions_on_archaeology(
+    archaeology: Split, tmp_path: Path
+) -> None:
+    vocab, train, test = archaeology
+    texts = [d.text for d in test] + librarian_texts("test.tsv")
+    same_suggestions_stored_and_rebuilt(vocab, texts, train[:2000], tmp_path)
+
+
+@pytest.mark.slow
+@requires_shared_data
+def test_stored_index_gives_identical_suggestions_on_yso(tmp_path: Path) -> None:
+    vocab = read_vocabulary(SHARED_DATA / "yso-fi" / "vocab.tsv", "fi")
+    train = list(Corpus(SHARED_DATA / "kirjastonhoitaja" / "train.tsv", vocab))
+    texts = librarian_texts("test.tsv") + librarian_texts("validate.tsv")
+    same_suggestions_stored_and_rebuilt(vocab, texts, train, tmp_path)

@@ -8,8 +8,12 @@ its broader or narrower concepts match too, how often its matches were right in 
 a logistic regression learnt from training documents turns them into a score. Until it is
 trained it uses hand-set weights, so the source works from the vocabulary alone.
 
-The label index is rebuilt from the vocabulary when a model is loaded; only the weights and
-per-concept counts are stored (as .npz, no pickle).
+A trained model stores the weights and per-concept counts (``lexical.npz``), the analyzed
+labels (``labels.npz``: each label's text and its tokens, and the analyzer's identity) and the
+analyzer's own files, if it has any (simplemma's dictionary as arrays mapped from disk), all
+without pickle. Loading it analyzes only the labels that changed since training, so it takes
+a fraction of a second instead of lemmatising the whole vocabulary again; a model without
+``labels.npz`` (written by an older Kuoro) or of another analyzer version analyzes them all.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import math
 import re
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from kuoro.analyzers import Analyzer
+from kuoro.analyzers import Analyzer, SimplemmaAnalyzer, simplemma_version
 from kuoro.corpus import Document
 from kuoro.errors import ModelError, SourceError
 from kuoro.sources.base import Source, rows_to_csr
@@ -58,22 +63,54 @@ _MIN_HEAD_CHARS = 4  # shortest label that may end a compound word
 _MIN_MODIFIER_CHARS = 3  # shortest first part of such a compound
 _STATE_FILE = "lexical.npz"
 _STATE_FORMAT = "kuoro-lexical-1"
+_LABELS_FILE = "labels.npz"
+_LABELS_FORMAT = "kuoro-lexical-labels-1"
 _BATCH = 256
 
 
-class LabelIndex:
-    """The vocabulary's labels as token sequences, and where they occur in analyzed text."""
+def label_texts(vocabulary: Vocabulary) -> list[str | None]:
+    """Each concept's label as it is matched (None: a concept that is not matched)."""
+    texts: list[str | None] = []
+    for concept in range(len(vocabulary)):
+        label = vocabulary.label(concept)
+        if label is None or vocabulary.deprecated[concept]:
+            texts.append(None)
+        else:
+            # "kuusi (puu)": the qualifier tells senses apart; texts do not write it.
+            texts.append(_PARENTHESES.sub("", label) or label)
+    return texts
 
-    def __init__(self, vocabulary: Vocabulary, analyzer: Analyzer) -> None:
+
+class LabelIndex:
+    """The vocabulary's labels as token sequences, and where they occur in analyzed text.
+
+    ``analyzed`` gives labels already analyzed by this analyzer (label text → tokens, as a
+    stored index holds them); only the other labels are analyzed now. :attr:`analyzed` holds
+    every label's tokens afterwards and :attr:`labels_analyzed` how many were analyzed here.
+    """
+
+    def __init__(
+        self,
+        vocabulary: Vocabulary,
+        analyzer: Analyzer,
+        *,
+        analyzed: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        known = analyzed or {}
+        self.analyzed: dict[str, tuple[str, ...]] = {}
+        self.labels_analyzed = 0
         phrases: dict[tuple[str, ...], list[int]] = defaultdict(list)
         heads: dict[str, set[int]] = defaultdict(set)
-        for concept in range(len(vocabulary)):
-            label = vocabulary.label(concept)
-            if label is None or vocabulary.deprecated[concept]:
+        for concept, label in enumerate(label_texts(vocabulary)):
+            if label is None:
                 continue
-            # "kuusi (puu)": the qualifier tells senses apart; texts do not write it.
-            label = _PARENTHESES.sub("", label) or label
-            tokens = tuple(analyzer.tokens(label))
+            tokens = self.analyzed.get(label)
+            if tokens is None:
+                tokens = known.get(label)
+            if tokens is None:
+                tokens = tuple(analyzer.tokens(label))
+                self.labels_analyzed += 1
+            self.analyzed[label] = tokens
             if not tokens:
                 continue
             phrases[tokens].append(concept)
@@ -182,6 +219,12 @@ class LexicalSource(Source):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "max_train_documents": self.max_train_documents}
 
+    def library_versions(self) -> dict[str, str]:
+        # The model holds simplemma's dictionary and labels lemmatised by it.
+        if isinstance(self.analyzer, SimplemmaAnalyzer):
+            return {"simplemma": simplemma_version()}
+        return {}
+
     @property
     def index(self) -> LabelIndex:
         """The label index, built from the vocabulary on first use."""
@@ -279,6 +322,8 @@ class LexicalSource(Source):
             matches=self.matches_,
             hits=self.hits_,
         )
+        _save_labels(directory / _LABELS_FILE, self.analyzer.identity, self.index.analyzed)
+        self.analyzer.save_files(directory)
 
     def load_state(self, directory: Path) -> None:
         path = directory / _STATE_FILE
@@ -317,7 +362,102 @@ class LexicalSource(Source):
         self.matches_ = np.pad(arrays["matches"].astype(np.int64), (0, pad))
         self.hits_ = np.pad(arrays["hits"].astype(np.int64), (0, pad))
         self.base_rate_ = float(meta["base_rate"])
-        _ = self.index  # built now, so that the first suggestion does not wait for it
+        # Built now, so that the first suggestion does not wait for it: from the stored labels
+        # and with the analyzer's stored files, when the model has them.
+        try:
+            self.analyzer.load_files(directory)
+        except ValueError as exc:
+            raise ModelError(f"lexical: {exc}; retrain the project") from exc
+        stored = _load_labels(directory / _LABELS_FILE, self.analyzer.identity)
+        self._index = LabelIndex(self.vocabulary, self.analyzer, analyzed=stored)
+        if stored is None:
+            log.info(
+                "lexical: %s has no label index of analyzer %s (a model of an older Kuoro, or "
+                "of another analyzer version): analyzed %d labels; retrain to store them",
+                directory, self.analyzer.identity, self._index.labels_analyzed,
+            )  # fmt: skip
+        elif self._index.labels_analyzed:
+            log.info(
+                "lexical: analyzed %d labels that changed since training",
+                self._index.labels_analyzed,
+            )
 
 
-__all__ = ["FEATURES", "LabelIndex", "LexicalSource"]
+def _save_labels(path: Path, analyzer: str, analyzed: Mapping[str, tuple[str, ...]]) -> None:
+    """Store analyzed labels (label text → tokens) and the identity of the analyzer."""
+    texts = list(analyzed)
+    tokens = [token for text in texts for token in analyzed[text]]
+    meta = {"format": _LABELS_FORMAT, "analyzer": analyzer}
+    np.savez_compressed(
+        path,
+        meta=np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
+        texts=_pack(texts),
+        text_ends=_ends(texts),
+        tokens=_pack(tokens),
+        token_ends=_ends(tokens),
+        token_counts=np.array([len(analyzed[text]) for text in texts], np.int64),
+    )
+
+
+def _load_labels(path: Path, analyzer: str) -> dict[str, tuple[str, ...]] | None:
+    """The analyzed labels stored in ``path``; None when there are none (a model written
+    before Kuoro stored them) or they come from another analyzer (or version of it)."""
+    names = ("texts", "text_ends", "tokens", "token_ends", "token_counts")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(data["meta"].tobytes().decode("utf-8"))
+            arrays = {name: data[name] for name in names}
+        texts = _unpack(arrays["texts"], arrays["text_ends"])
+        tokens = _unpack(arrays["tokens"], arrays["token_ends"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelError(
+            f"lexical: model file {path} is damaged ({exc}); retrain the project"
+        ) from exc
+    counts = arrays["token_counts"]
+    if (
+        not isinstance(meta, dict)
+        or meta.get("format") != _LABELS_FORMAT
+        or counts.shape != (len(texts),)
+        or not np.issubdtype(counts.dtype, np.integer)
+        or (counts < 0).any()
+        or int(counts.sum()) != len(tokens)
+    ):
+        raise ModelError(
+            f"lexical: model file {path} is damaged or of another format; retrain the project"
+        )
+    if meta.get("analyzer") != analyzer:
+        log.warning(
+            "lexical: the labels in %s were analyzed by %s, not by %s as now; analyzing them again",
+            path, meta.get("analyzer"), analyzer,
+        )  # fmt: skip
+        return None
+    ends = np.cumsum(counts).tolist()
+    starts = [0, *ends[:-1]]
+    return {
+        text: tuple(tokens[start:end]) for text, start, end in zip(texts, starts, ends, strict=True)
+    }
+
+
+def _pack(strings: Sequence[str]) -> np.ndarray:
+    return np.frombuffer("".join(strings).encode("utf-8"), np.uint8)
+
+
+def _ends(strings: Sequence[str]) -> np.ndarray:
+    """Where each of the joined ``strings`` ends, in characters."""
+    return np.cumsum(np.fromiter(map(len, strings), np.int64, count=len(strings)), dtype=np.int64)
+
+
+def _unpack(blob: np.ndarray, ends: np.ndarray) -> list[str]:
+    """The strings :func:`_pack` joined into ``blob``; ValueError when they do not fit."""
+    if blob.dtype != np.uint8 or ends.ndim != 1 or not np.issubdtype(ends.dtype, np.integer):
+        raise ValueError("not a string array")
+    joined = blob.tobytes().decode("utf-8")
+    bounds = [0, *ends.tolist()]
+    if bounds[-1] != len(joined) or any(a > b for a, b in pairwise(bounds)):
+        raise ValueError("string ends do not fit")
+    return [joined[a:b] for a, b in pairwise(bounds)]
+
+
+__all__ = ["FEATURES", "LabelIndex", "LexicalSource", "label_texts"]
