@@ -64,8 +64,11 @@ def cli(
 
 
 def _configure_logging(verbosity: int) -> None:
+    from kuoro.progress import TqdmLoggingHandler
+
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
+    # Through tqdm, so that a message printed while a progress bar is shown gets its own line.
+    handler = TqdmLoggingHandler()
     handler.setFormatter(logging.Formatter("kuoro: %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
