@@ -232,13 +232,15 @@ def _metric_line(name: str, value: float) -> str:
 @threshold_option
 @jobs_option
 @click.option(
-    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write every metric, the settings and the corpus to this JSON file.",
+    "-M", "--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every metric to this JSON file, flat as `annif eval` writes it: "
+    '{"Precision_doc_avg": 0.41, "NDCG@10": 0.52, ...} (spaces as _, no brackets).',
 )  # fmt: skip
 @click.option(
-    "--results-file", type=click.Path(dir_okay=False, path_type=Path),
-    help="Write per-subject results (uri, label, support, predicted, hits, precision, recall, "
-    "f1; by support, descending) to this TSV file.",
+    "-r", "--results-file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write per-subject results to this TSV file, with Annif's columns (URI, Label, "
+    "Support, True_positives, False_positives, False_negatives, Precision, Recall, F1_score); "
+    "one line per subject that was gold or suggested, by support, descending.",
 )  # fmt: skip
 @pass_context
 def eval_command(
@@ -275,32 +277,40 @@ def eval_command(
     click.echo(_metric_line(MISSING_SUBJECTS, missing))
     log.info("evaluated in %.1f s (%.1f documents/s)", seconds, metrics.documents / seconds)
     if metrics_file is not None:
-        summary = {
-            "project": project_id,
-            "corpus": [str(path) for path in corpus],
-            "limit": limit,
-            "threshold": threshold,
-            "documents": metrics.documents,
-            "subjects_not_in_vocabulary": missing,
-            "distinct_subjects_not_in_vocabulary": len(documents.report.unknown_subjects),
-            "metrics": {name: results[name] for name in EVAL_METRICS},
-        }
-        _write_text(metrics_file, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        # Flat, every value a number, as pipelines (DVC) read Annif's file; Annif's metrics in
+        # Annif's order with Kuoro's extra ones (Recall@k, F1@1, F1@3, LRAP, gold subjects not
+        # in the vocabulary) as further keys of the same kind.
+        flat = {metric_code(name): results[name] for name in ANNIF_ORDER}
+        flat[metric_code(MISSING_SUBJECTS)] = missing
+        _write_text(metrics_file, json.dumps(flat, indent=2) + "\n")
         log.info("metrics written to %s", metrics_file)
     if results_file is not None:
         _write_text(results_file, _subject_table(project, metrics.subject_results()))
         log.info("per-subject results written to %s", results_file)
 
 
+def metric_code(name: str) -> str:
+    """A metric's key in the metrics file, as Annif writes it: "Precision (doc avg)" is
+    "Precision_doc_avg", "NDCG@10" stays."""
+    return name.replace(" ", "_").replace("(", "").replace(")", "")
+
+
+# Annif's columns of `eval --results-file`.
+RESULTS_COLUMNS = (
+    "URI", "Label", "Support", "True_positives", "False_positives", "False_negatives",
+    "Precision", "Recall", "F1_score",
+)  # fmt: skip
+
+
 def _subject_table(project: Project, results: Sequence[SubjectResult]) -> str:
     vocab = project.vocabulary
     language = project.config.language if project.config.language in vocab.languages else None
-    lines = ["uri\tlabel\tsupport\tpredicted\thits\tprecision\trecall\tf1\n"]
+    lines = ["\t".join(RESULTS_COLUMNS) + "\n"]
     for r in results:  # by support, descending, as subject_results() gives them
         label = (vocab.label(r.concept, language) or "").replace("\t", " ")
         lines.append(
-            f"<{vocab.uri(r.concept)}>\t{label}\t{r.support}\t{r.predicted}\t{r.hits}\t"
-            f"{r.precision:.4f}\t{r.recall:.4f}\t{r.f1:.4f}\n"
+            f"{vocab.uri(r.concept)}\t{label}\t{r.support}\t{r.hits}\t{r.predicted - r.hits}\t"
+            f"{r.support - r.hits}\t{r.precision:.4f}\t{r.recall:.4f}\t{r.f1:.4f}\n"
         )
     return "".join(lines)
 
