@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_projects(
     code, out, _ = run(capsys, *base, "list-projects")
     assert code == 0
     assert out.splitlines()[1].split() == [
-        "arch-tfidf", "Archaeology", "TF-IDF", "tfidf", "source", "fi", "arch", "no"
+        "arch-tfidf", "Archaeology", "TF-IDF", "arch", "fi", "no", "-", "tfidf", "source", "no"
     ]  # fmt: skip
     run(capsys, "--datadir", datadir, "load-vocab", "arch", str(vocab_file), "-l", "fi")
     code, out, _ = run(capsys, *base, "show-project", "arch-fusion")
@@ -151,6 +152,46 @@ def test_projects(
     assert lines["max_epochs"] == "50", "defaults are shown"
     code, _, err = run(capsys, *base, "show-project", "nope")
     assert code == 1 and "no project 'nope' (configured: arch-tfidf, arch-fusion)" in err
+
+
+def show(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, str]:
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    return {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in out.splitlines()}
+
+
+def test_projects_show_whether_and_when_they_were_trained(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, projects_file: Path
+) -> None:
+    base = ["--datadir", str(tmp_path / "data"), "--projects", str(projects_file)]
+    code, out, _ = run(capsys, *base, "list-projects")
+    assert code == 0
+    header, tfidf, fusion = out.splitlines()
+    assert header.split()[:7] == [
+        "project", "name", "vocab", "language", "trained", "modification", "time"
+    ]  # fmt: skip
+    assert "  no  " in tfidf and "  no  " in fusion
+    details = show(capsys, *base, "show-project", "arch-tfidf")
+    assert (details["trained"], details["modification time"]) == ("no", "-")
+    # A trained project: its model was made current (the time the REST API gives too).
+    model_dir = tmp_path / "data" / "projects" / "arch-tfidf"
+    model_dir.mkdir(parents=True)
+    (model_dir / "CURRENT").write_text("v1", encoding="utf-8")
+    os.utime(model_dir / "CURRENT", (1_700_000_000, 1_700_000_000))
+    code, out, _ = run(capsys, *base, "list-projects")
+    assert code == 0 and out.splitlines()[1].split()[5:7] == ["yes", "2023-11-14T22:13:20Z"]
+    details = show(capsys, *base, "show-project", "arch-tfidf")
+    assert details["trained"] == "yes"
+    assert details["modification time"] == "2023-11-14T22:13:20Z"
+    assert details["analyzer"] == "snowball(finnish)"
+
+
+def test_fusion_projects_show_no_analyzer(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, projects_file: Path
+) -> None:
+    details = show(capsys, "--projects", str(projects_file), "show-project", "arch-fusion")
+    assert "analyzer" not in details, "a fusion project reads no text"
+    assert details["sources"] == "arch-tfidf:1"
 
 
 def test_bad_project_parameter_is_an_error(

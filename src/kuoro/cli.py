@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,29 +156,55 @@ def list_vocabs(obj: Context) -> None:
 @cli.command("list-projects")
 @pass_context
 def list_projects(obj: Context) -> None:
-    """List the configured projects."""
-    rows = [("project", "name", "backend", "kind", "language", "vocab", "vocab loaded")]
+    """List the configured projects: Annif's columns (id, name, vocabulary, language, whether
+    the project is trained and when its model was made current), then backend and kind."""
+    rows = [
+        ("project", "name", "vocab", "language", "trained", "modification time", "backend",
+         "kind", "vocab loaded"),
+    ]  # fmt: skip
     loaded = set(obj.datadir.vocabulary_names())
     for p in obj.projects().values():
-        has_vocab = "yes" if p.vocab in loaded else "no"
-        rows.append((p.project_id, p.name, p.backend, p.kind, p.language, p.vocab, has_vocab))
+        modified = _modification_time(obj.datadir, p.project_id)
+        rows.append(
+            (p.project_id, p.name, p.vocab, p.language, "no" if modified is None else "yes",
+             modified or "-", p.backend, p.kind, "yes" if p.vocab in loaded else "no")
+        )  # fmt: skip
     echo_table(rows)
+
+
+def _modification_time(datadir: DataDir, project_id: str) -> str | None:
+    """When the project's current model became current (UTC), or None if it is not trained:
+    the time the REST API gives as ``modification_time``."""
+    from kuoro.model_files import CURRENT
+
+    try:
+        stamp = (datadir.project_dir(project_id) / CURRENT).stat().st_mtime
+    except OSError:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
 @cli.command("show-project")
 @click.argument("project_id")
 @pass_context
 def show_project(obj: Context, project_id: str) -> None:
-    """Show a project's configuration, every parameter with its effective value."""
+    """Show a project's configuration, every parameter with its effective value, and whether
+    and when it was trained."""
     p = obj.project(project_id)
     loaded = p.vocab in obj.datadir.vocabulary_names()
+    modified = _modification_time(obj.datadir, p.project_id)
     rows = [
         ("project", p.project_id),
         ("name", p.name),
         ("backend", f"{p.backend} ({p.kind})"),
         ("language", p.language),
         ("vocab", f"{p.vocab} ({'loaded' if loaded else 'not loaded'})"),
-        ("analyzer", p.analyzer),
+        ("trained", "no" if modified is None else "yes"),
+        ("modification time", modified or "-"),
+    ]
+    if p.kind == "source":  # a fusion project reads no text: it has no analyzer
+        rows.append(("analyzer", p.analyzer))
+    rows += [
         ("limit", str(p.limit)),
         ("access", p.access),
         ("allow_learn", str(p.allow_learn).lower()),
