@@ -186,6 +186,18 @@ def test_projects_show_whether_and_when_they_were_trained(
     assert details["analyzer"] == "snowball(finnish)"
 
 
+def test_untrained_project_names_the_command_that_trains_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, vocab_file: Path, projects_file: Path
+) -> None:
+    base = ["--datadir", str(tmp_path / "data"), "--projects", str(projects_file)]
+    run(capsys, *base, "load-vocab", "arch", str(vocab_file), "-l", "fi")
+    text = tmp_path / "doc.txt"
+    text.write_text("arkeologia", encoding="utf-8")
+    code, _, err = run(capsys, *base, "suggest", "arch-tfidf", str(text))
+    assert code == 1
+    assert "not trained yet; train it with: kuoro train arch-tfidf CORPUS" in err
+
+
 def test_fusion_projects_show_no_analyzer(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, projects_file: Path
 ) -> None:
