@@ -21,6 +21,7 @@ import re
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -200,9 +201,7 @@ class LexicalSource(Source):
         gold_blocks: list[np.ndarray] = []
         documents = tqdm(corpus, desc="lexical: matching", unit=" docs", disable=not progress)
         used = 0
-        for document in documents:
-            if used >= self.max_train_documents:
-                break
+        for document in islice(documents, self.max_train_documents):
             if not document.subjects:
                 continue
             used += 1
