@@ -250,6 +250,33 @@ def test_corpus_stats_on_real_data(capsys: pytest.CaptureFixture[str], tmp_path:
     assert rows[2][1].strip() == "fulltext" and rows[2][2].strip() == "28"
 
 
+@requires_shared_data
+def test_corpus_stats_says_what_its_table_counts_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    datadir = str(tmp_path / "data")
+    vocab = SHARED_DATA / "archaeology" / "yso-archaeology.ttl"
+    assert run(capsys, "--datadir", datadir, "load-vocab", "arch", str(vocab), "-l", "fi")[0] == 0
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text(
+        f"linnat\t<{YSO}p14173>\nno tab here\nkaupungit\t<http://example.org/x>\n",
+        encoding="utf-8",
+    )
+    code, out, err = run(
+        capsys, "--datadir", datadir, "corpus-stats", "--vocab", "arch", str(corpus)
+    )
+    assert code == 0
+    row = [cell.strip() for cell in out.splitlines()[2].split("|")]
+    assert row[1:4] == ["corpus.tsv", "2", "1"] and row[7] == "1"
+    # The skipped line's place is a warning; what the table counts is not repeated as one.
+    assert f"{corpus}:2: line without a tab; skipped" in err
+    assert "documents read" not in err and "not in the vocabulary" not in err
+    notes = out.splitlines()[-1]
+    assert notes.startswith("corpus.tsv: skipped 1 (1 line without a tab); ")
+    assert "unknown subjects: <http://example.org/x>" in notes
+    assert (out + err).count("http://example.org/x") == 1
+
+
 def test_console_script_is_installed(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("kuoro")
     result = subprocess.run(
