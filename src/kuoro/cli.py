@@ -216,6 +216,31 @@ def show_project(obj: Context, project_id: str) -> None:
         click.echo(f"{key + ':':<24} {value}")
 
 
+@cli.command("clear")
+@click.argument("project_id")
+@pass_context
+def clear(obj: Context, project_id: str) -> None:
+    """Remove PROJECT_ID's trained model and what training it left, as `annif clear` does.
+
+    Removes its model versions, learn store, training checkpoint and hyperparameter search,
+    and the shared suggestion stores that are its own (the one its model was trained on and,
+    for a fusion project, those over exactly its sources) unless another project's current
+    model was trained on one or a process is using it. Refused while the project trains.
+    """
+    from kuoro.clear import clear_project
+
+    config = obj.project(project_id)
+    cleared = clear_project(obj.datadir, config)
+    for path, what in cleared.removed:
+        click.echo(f"removed {path} ({what})")
+    for path, why in cleared.kept:
+        click.echo(f"kept {path}: {why}")
+    if cleared.removed:
+        click.echo(f"cleared '{project_id}': it is not trained now")
+    else:
+        click.echo(f"'{project_id}' has nothing to clear: it is not trained")
+
+
 def _format_value(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
