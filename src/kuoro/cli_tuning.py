@@ -83,7 +83,7 @@ def hyperopt_command(
     """
     import optuna
 
-    from kuoro.hyperopt import format_toml_snippet, run_hyperopt
+    from kuoro.hyperopt import MIN_IMPORTANCE_TRIALS, format_toml_snippet, run_hyperopt
     from kuoro.limited_corpus import first_documents
 
     # Optuna logs every trial at INFO; its progress bar says enough unless -v asks for more.
@@ -135,7 +135,11 @@ def hyperopt_command(
         for name, share in result.importances.items():
             click.echo(f"  {name:<{width}}  {share:.3f}")
     else:
-        click.echo("parameter importance: too few completed trials to tell")
+        click.echo(
+            "parameter importance: too few trials for importances "
+            f"({plural(result.complete, 'completed trial')}; at least {MIN_IMPORTANCE_TRIALS} "
+            "are needed)"
+        )
 
 
 @click.command("report")
