@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -228,6 +229,7 @@ def test_config_import(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     out_path = tmp_path / "projects.toml"
     code, _, err = run(capsys, "config", "import", str(cfg), "-o", str(out_path))
     assert code == 0 and "lmdb_map_size" in err
+    assert re.search(r"\(\d+ notes\)$", err.strip()), "more than one note"
     code, out, _ = run(capsys, "--projects", str(out_path), "show-project", "yso-nn-fi")
     assert code == 0 and "hidden_size:" in out and "max_epochs:" in out
     code, _, err = run(capsys, "config", "import", str(cfg), "-o", str(out_path))
@@ -275,6 +277,15 @@ def test_corpus_stats_says_what_its_table_counts_once(
     assert notes.startswith("corpus.tsv: skipped 1 (1 line without a tab); ")
     assert "unknown subjects: <http://example.org/x>" in notes
     assert (out + err).count("http://example.org/x") == 1
+
+
+def test_one_note_is_one_note(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg = tmp_path / "projects.cfg"
+    cfg.write_text(
+        "[p]\nlanguage=fi\nbackend=tfidf\nvocab=v\nlmdb_map_size=1000000\n", encoding="utf-8"
+    )
+    code, _, err = run(capsys, "config", "import", str(cfg), "-o", str(tmp_path / "p.toml"))
+    assert code == 0 and err.strip().endswith("(1 note)"), err
 
 
 def test_console_script_is_installed(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from kuoro.cli_serve import serve_command
 from kuoro.cli_tuning import hyperopt_command, report_command
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
+from kuoro.wording import plural
 
 log = logging.getLogger("kuoro")
 
@@ -276,7 +277,7 @@ def config_import(annif_config: Path, output: Path | None, force: bool) -> None:
         raise KuoroError(f"{output} exists; use --force to overwrite it")
     with atomic_write(output) as out:
         out.write(result.toml_text.encode("utf-8"))
-    click.echo(f"wrote {output} ({len(result.notes)} notes)", err=True)
+    click.echo(f"wrote {output} ({plural(len(result.notes), 'note')})", err=True)
 
 
 # -- corpora ---------------------------------------------------------------------------------

@@ -55,5 +55,6 @@ def first_documents(
             log.info("--docs-limit: the first %s of %s", plural(written, "document"), names)
             report = corpus.report
             if report.skipped or report.unknown_subjects:
-                log.warning("%s (the first %d documents): %s", names, limit, report.summary())
+                first = plural(limit, "document")
+                log.warning("%s (the first %s): %s", names, first, report.summary())
         yield [target]
