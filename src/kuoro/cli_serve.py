@@ -27,7 +27,8 @@ from kuoro.cli_context import Context, pass_context
 )  # fmt: skip
 @click.option(
     "--access-log/--no-access-log", default=True, show_default=True,
-    help="Log a line for every request on standard error.",
+    help="Log a line for every request (on standard output; other messages go to standard "
+    "error).",
 )  # fmt: skip
 @pass_context
 def serve_command(
