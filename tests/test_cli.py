@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -139,7 +141,7 @@ def test_projects(
     code, out, _ = run(capsys, *base, "list-projects")
     assert code == 0
     assert out.splitlines()[1].split() == [
-        "arch-tfidf", "Archaeology", "TF-IDF", "tfidf", "source", "fi", "arch", "no"
+        "arch-tfidf", "Archaeology", "TF-IDF", "arch", "fi", "no", "-", "tfidf", "source", "no"
     ]  # fmt: skip
     run(capsys, "--datadir", datadir, "load-vocab", "arch", str(vocab_file), "-l", "fi")
     code, out, _ = run(capsys, *base, "show-project", "arch-fusion")
@@ -151,6 +153,58 @@ def test_projects(
     assert lines["max_epochs"] == "50", "defaults are shown"
     code, _, err = run(capsys, *base, "show-project", "nope")
     assert code == 1 and "no project 'nope' (configured: arch-tfidf, arch-fusion)" in err
+
+
+def show(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, str]:
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    return {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in out.splitlines()}
+
+
+def test_projects_show_whether_and_when_they_were_trained(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, projects_file: Path
+) -> None:
+    base = ["--datadir", str(tmp_path / "data"), "--projects", str(projects_file)]
+    code, out, _ = run(capsys, *base, "list-projects")
+    assert code == 0
+    header, tfidf, fusion = out.splitlines()
+    assert header.split()[:7] == [
+        "project", "name", "vocab", "language", "trained", "modification", "time"
+    ]  # fmt: skip
+    assert "  no  " in tfidf and "  no  " in fusion
+    details = show(capsys, *base, "show-project", "arch-tfidf")
+    assert (details["trained"], details["modification time"]) == ("no", "-")
+    # A trained project: its model was made current (the time the REST API gives too).
+    model_dir = tmp_path / "data" / "projects" / "arch-tfidf"
+    model_dir.mkdir(parents=True)
+    (model_dir / "CURRENT").write_text("v1", encoding="utf-8")
+    os.utime(model_dir / "CURRENT", (1_700_000_000, 1_700_000_000))
+    code, out, _ = run(capsys, *base, "list-projects")
+    assert code == 0 and out.splitlines()[1].split()[5:7] == ["yes", "2023-11-14T22:13:20Z"]
+    details = show(capsys, *base, "show-project", "arch-tfidf")
+    assert details["trained"] == "yes"
+    assert details["modification time"] == "2023-11-14T22:13:20Z"
+    assert details["analyzer"] == "snowball(finnish)"
+
+
+def test_untrained_project_names_the_command_that_trains_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, vocab_file: Path, projects_file: Path
+) -> None:
+    base = ["--datadir", str(tmp_path / "data"), "--projects", str(projects_file)]
+    run(capsys, *base, "load-vocab", "arch", str(vocab_file), "-l", "fi")
+    text = tmp_path / "doc.txt"
+    text.write_text("arkeologia", encoding="utf-8")
+    code, _, err = run(capsys, *base, "suggest", "arch-tfidf", str(text))
+    assert code == 1
+    assert "not trained yet; train it with: kuoro train arch-tfidf CORPUS" in err
+
+
+def test_fusion_projects_show_no_analyzer(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, projects_file: Path
+) -> None:
+    details = show(capsys, "--projects", str(projects_file), "show-project", "arch-fusion")
+    assert "analyzer" not in details, "a fusion project reads no text"
+    assert details["sources"] == "arch-tfidf:1"
 
 
 def test_bad_project_parameter_is_an_error(
@@ -175,6 +229,7 @@ def test_config_import(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     out_path = tmp_path / "projects.toml"
     code, _, err = run(capsys, "config", "import", str(cfg), "-o", str(out_path))
     assert code == 0 and "lmdb_map_size" in err
+    assert re.search(r"\(\d+ notes\)$", err.strip()), "more than one note"
     code, out, _ = run(capsys, "--projects", str(out_path), "show-project", "yso-nn-fi")
     assert code == 0 and "hidden_size:" in out and "max_epochs:" in out
     code, _, err = run(capsys, "config", "import", str(cfg), "-o", str(out_path))
@@ -195,6 +250,42 @@ def test_corpus_stats_on_real_data(capsys: pytest.CaptureFixture[str], tmp_path:
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| ")]
     assert rows[1][1].strip() == "documents.tsv" and rows[1][2].strip() == "6,404"
     assert rows[2][1].strip() == "fulltext" and rows[2][2].strip() == "28"
+
+
+@requires_shared_data
+def test_corpus_stats_says_what_its_table_counts_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    datadir = str(tmp_path / "data")
+    vocab = SHARED_DATA / "archaeology" / "yso-archaeology.ttl"
+    assert run(capsys, "--datadir", datadir, "load-vocab", "arch", str(vocab), "-l", "fi")[0] == 0
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text(
+        f"linnat\t<{YSO}p14173>\nno tab here\nkaupungit\t<http://example.org/x>\n",
+        encoding="utf-8",
+    )
+    code, out, err = run(
+        capsys, "--datadir", datadir, "corpus-stats", "--vocab", "arch", str(corpus)
+    )
+    assert code == 0
+    row = [cell.strip() for cell in out.splitlines()[2].split("|")]
+    assert row[1:4] == ["corpus.tsv", "2", "1"] and row[7] == "1"
+    # The skipped line's place is a warning; what the table counts is not repeated as one.
+    assert f"{corpus}:2: line without a tab; skipped" in err
+    assert "documents read" not in err and "not in the vocabulary" not in err
+    notes = out.splitlines()[-1]
+    assert notes.startswith("corpus.tsv: skipped 1 (1 line without a tab); ")
+    assert "unknown subjects: <http://example.org/x>" in notes
+    assert (out + err).count("http://example.org/x") == 1
+
+
+def test_one_note_is_one_note(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cfg = tmp_path / "projects.cfg"
+    cfg.write_text(
+        "[p]\nlanguage=fi\nbackend=tfidf\nvocab=v\nlmdb_map_size=1000000\n", encoding="utf-8"
+    )
+    code, _, err = run(capsys, "config", "import", str(cfg), "-o", str(tmp_path / "p.toml"))
+    assert code == 0 and err.strip().endswith("(1 note)"), err
 
 
 def test_console_script_is_installed(tmp_path: Path) -> None:

@@ -85,46 +85,70 @@ def test_eval_prints_every_metric_in_order(
     assert 0 < int(values["False negatives"]) < int(values["True positives"]) * 10
 
 
-def test_metrics_file(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+# The keys of `annif eval --metrics-file`, in Annif's order: what pipelines (DVC) read.
+ANNIF_KEYS = [
+    "Precision_doc_avg", "Recall_doc_avg", "F1_score_doc_avg",
+    "Precision_subj_avg", "Recall_subj_avg", "F1_score_subj_avg",
+    "Precision_weighted_subj_avg", "Recall_weighted_subj_avg", "F1_score_weighted_subj_avg",
+    "Precision_microavg", "Recall_microavg", "F1_score_microavg",
+    "F1@5", "NDCG", "NDCG@5", "NDCG@10", "Precision@1", "Precision@3", "Precision@5",
+    "True_positives", "False_positives", "False_negatives", "Documents_evaluated",
+]  # fmt: skip
+
+
+def test_metrics_file_is_annifs_flat_json(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "out" / "metrics.json"
     lines = dict(eval_lines(workspace, capsys, "--limit", "5", "--threshold", "0.1",
-                            "--metrics-file", str(path)))  # fmt: skip
+                            "-M", str(path)))  # fmt: skip
     saved = json.loads(path.read_text(encoding="utf-8"))
-    assert saved["project"] == "arch-tfidf"
-    assert saved["corpus"] == [str(workspace / "test.tsv")]
-    assert (saved["limit"], saved["threshold"]) == (5, 0.1)
-    assert saved["documents"] == 300
-    assert saved["subjects_not_in_vocabulary"] == 1
-    assert list(saved["metrics"]) == list(EVAL_METRICS)
+    # Flat: every value a number, Annif's keys in Annif's order, Kuoro's extra ones among them.
+    assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in saved.values())
+    assert [key for key in saved if key in ANNIF_KEYS] == ANNIF_KEYS
+    assert set(saved) - set(ANNIF_KEYS) == {
+        "Recall@1", "Recall@3", "Recall@5", "F1@1", "F1@3", "LRAP",
+        "Gold_subjects_not_in_vocabulary",
+    }  # fmt: skip
+    assert saved["Documents_evaluated"] == 300
+    assert saved["Gold_subjects_not_in_vocabulary"] == 1
     expected = direct_metrics(workspace, limit=5, threshold=0.1)
     for name, value in {**expected.compute(), **expected.counts()}.items():
-        assert saved["metrics"][name] == pytest.approx(value, abs=1e-12), name
-        assert f"{saved['metrics'][name]:.4f}" == f"{float(lines[name]):.4f}", name
-    assert all(isinstance(saved["metrics"][name], int) for name in COUNTS)
+        key = name.replace(" ", "_").replace("(", "").replace(")", "")
+        assert saved[key] == pytest.approx(value, abs=1e-12), name
+        assert f"{saved[key]:.4f}" == f"{float(lines[name]):.4f}", name
+    assert all(isinstance(saved[name.replace(" ", "_")], int) for name in COUNTS)
 
 
-def test_results_file(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_results_file_has_annifs_columns(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "subjects.tsv"
-    values = dict(eval_lines(workspace, capsys, "--results-file", str(path)))
+    values = dict(eval_lines(workspace, capsys, "-r", str(path)))
     header, *rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
-    assert header == ["uri", "label", "support", "predicted", "hits", "precision", "recall", "f1"]
+    assert header == [
+        "URI", "Label", "Support", "True_positives", "False_positives", "False_negatives",
+        "Precision", "Recall", "F1_score",
+    ]  # fmt: skip
     supports = [int(r[2]) for r in rows]
     assert supports == sorted(supports, reverse=True)
     tp, fp, fn = (int(values[n]) for n in ("True positives", "False positives", "False negatives"))
-    assert sum(int(r[4]) for r in rows) == tp
-    assert sum(int(r[3]) for r in rows) == tp + fp
+    assert sum(int(r[3]) for r in rows) == tp
+    assert sum(int(r[4]) for r in rows) == fp
+    assert sum(int(r[5]) for r in rows) == fn
     assert sum(supports) == tp + fn
-    for uri, label, support, predicted, hits, precision, recall, f1 in rows:
-        assert uri.startswith("<http://www.yso.fi/onto/yso/p") and uri.endswith(">")
+    for uri, label, support, hits, false_pos, false_neg, precision, recall, f1 in rows:
+        assert uri.startswith("http://www.yso.fi/onto/yso/p"), "a bare URI, as Annif writes it"
         assert label
-        s, p, h = int(support), int(predicted), int(hits)
+        s, h, p = int(support), int(hits), int(hits) + int(false_pos)
+        assert int(false_neg) == s - h
         assert float(precision) == pytest.approx(h / p if p else 0.0, abs=5e-5)
         assert float(recall) == pytest.approx(h / s if s else 0.0, abs=5e-5)
         assert float(f1) == pytest.approx(2 * h / (s + p), abs=5e-5)
     # The per-subject rows are what the subject average is made of (over all 130+ concepts).
     projects = load_projects(workspace / "projects.toml")
     n_concepts = len(Project(projects["arch-tfidf"], DataDir(workspace / "data")).vocabulary)
-    mean_recall = sum(float(r[6]) for r in rows) / n_concepts
+    mean_recall = sum(float(r[7]) for r in rows) / n_concepts
     assert float(values["Recall (subj avg)"]) == pytest.approx(mean_recall, abs=1e-3)
 
 

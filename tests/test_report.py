@@ -72,7 +72,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("report")
     sources, fusion = ("tfidf-stem", "tfidf-short"), ("fusion-kuoro", "fusion-members")
     make_workspace(work, PROJECTS, sources=sources, fusion=fusion)
-    run_hyperopt(open_project(work, "fusion-kuoro"), [work / "fusion.tsv"], trials=2, device="cpu")
+    # Ten trials: enough for parameter importances (MIN_IMPORTANCE_TRIALS).
+    run_hyperopt(open_project(work, "fusion-kuoro"), [work / "fusion.tsv"], trials=10, device="cpu")
     return work
 
 
@@ -184,10 +185,11 @@ def test_sources_and_subjects_tables(report: Path) -> None:
     f1 = [float(v) for v in re.findall(r'<td class="num">([0-9.]+)</td></tr>', subjects)]
     assert f1 and f1 == sorted(f1)  # worst served first
     search = section(page, "search")
-    assert "2 complete" in search or "1 pruned" in search
+    counts = re.search(r"(\d+) complete, (\d+) pruned", search)
+    assert counts is not None and int(counts[1]) + int(counts[2]) == 10
     assert (
         "<code>learning_rate</code>" in search
-        and "<pre># best of 2 trials: held-out nDCG@10 0." in search
+        and "<pre># best of 10 trials: held-out nDCG@10 0." in search
     )
 
 
@@ -258,3 +260,27 @@ def test_browser_renders_the_report(report: Path, tmp_path: Path) -> None:
     coloured = colourful(pixels)
     bands = coloured.reshape(40, 100, 1280).sum(axis=(1, 2))
     assert (bands > 3000).sum() >= 3, bands.tolist()
+
+
+def test_search_plot_numbers_trials_with_integers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+    from optuna.trial import create_trial
+
+    from kuoro import report as report_module
+    from kuoro.hyperopt import HyperoptResult
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.40, 0.45, 0.43):
+        study.add_trial(create_trial(value=value))
+    result = HyperoptResult(
+        project_id="p", storage=Path("search.sqlite3"), best_params={}, best_value=0.45,
+        best_trial=1, baseline_params={}, baseline_value=0.40, complete=3,
+    )  # fmt: skip
+    figures = []
+    monkeypatch.setattr(report_module, "_png", lambda figure, alt: figures.append(figure) or "")
+    report_module._plot_search(result, study.trials)
+    history, importance = figures[0].axes[:2]
+    ticks = [t for t in history.get_xticks() if history.get_xlim()[0] <= t <= history.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    texts = [t.get_text() for t in importance.texts]
+    assert texts == ["too few trials for importances\n(3 completed trials, at least 10 needed)"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from kuoro.cli_serve import serve_command
 from kuoro.cli_tuning import hyperopt_command, report_command
 from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError
+from kuoro.wording import plural
 
 log = logging.getLogger("kuoro")
 
@@ -64,8 +66,11 @@ def cli(
 
 
 def _configure_logging(verbosity: int) -> None:
+    from kuoro.progress import TqdmLoggingHandler
+
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
+    # Through tqdm, so that a message printed while a progress bar is shown gets its own line.
+    handler = TqdmLoggingHandler()
     handler.setFormatter(logging.Formatter("kuoro: %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
@@ -152,29 +157,55 @@ def list_vocabs(obj: Context) -> None:
 @cli.command("list-projects")
 @pass_context
 def list_projects(obj: Context) -> None:
-    """List the configured projects."""
-    rows = [("project", "name", "backend", "kind", "language", "vocab", "vocab loaded")]
+    """List the configured projects: Annif's columns (id, name, vocabulary, language, whether
+    the project is trained and when its model was made current), then backend and kind."""
+    rows = [
+        ("project", "name", "vocab", "language", "trained", "modification time", "backend",
+         "kind", "vocab loaded"),
+    ]  # fmt: skip
     loaded = set(obj.datadir.vocabulary_names())
     for p in obj.projects().values():
-        has_vocab = "yes" if p.vocab in loaded else "no"
-        rows.append((p.project_id, p.name, p.backend, p.kind, p.language, p.vocab, has_vocab))
+        modified = _modification_time(obj.datadir, p.project_id)
+        rows.append(
+            (p.project_id, p.name, p.vocab, p.language, "no" if modified is None else "yes",
+             modified or "-", p.backend, p.kind, "yes" if p.vocab in loaded else "no")
+        )  # fmt: skip
     echo_table(rows)
+
+
+def _modification_time(datadir: DataDir, project_id: str) -> str | None:
+    """When the project's current model became current (UTC), or None if it is not trained:
+    the time the REST API gives as ``modification_time``."""
+    from kuoro.model_files import CURRENT
+
+    try:
+        stamp = (datadir.project_dir(project_id) / CURRENT).stat().st_mtime
+    except OSError:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
 @cli.command("show-project")
 @click.argument("project_id")
 @pass_context
 def show_project(obj: Context, project_id: str) -> None:
-    """Show a project's configuration, every parameter with its effective value."""
+    """Show a project's configuration, every parameter with its effective value, and whether
+    and when it was trained."""
     p = obj.project(project_id)
     loaded = p.vocab in obj.datadir.vocabulary_names()
+    modified = _modification_time(obj.datadir, p.project_id)
     rows = [
         ("project", p.project_id),
         ("name", p.name),
         ("backend", f"{p.backend} ({p.kind})"),
         ("language", p.language),
         ("vocab", f"{p.vocab} ({'loaded' if loaded else 'not loaded'})"),
-        ("analyzer", p.analyzer),
+        ("trained", "no" if modified is None else "yes"),
+        ("modification time", modified or "-"),
+    ]
+    if p.kind == "source":  # a fusion project reads no text: it has no analyzer
+        rows.append(("analyzer", p.analyzer))
+    rows += [
         ("limit", str(p.limit)),
         ("access", p.access),
         ("allow_learn", str(p.allow_learn).lower()),
@@ -184,6 +215,31 @@ def show_project(obj: Context, project_id: str) -> None:
     rows += [(key, _format_value(value)) for key, value in sorted(p.params.items())]
     for key, value in rows:
         click.echo(f"{key + ':':<24} {value}")
+
+
+@cli.command("clear")
+@click.argument("project_id")
+@pass_context
+def clear(obj: Context, project_id: str) -> None:
+    """Remove PROJECT_ID's trained model and what training it left, as `annif clear` does.
+
+    Removes its model versions, learn store, training checkpoint and hyperparameter search,
+    and the shared suggestion stores that are its own (the one its model was trained on and,
+    for a fusion project, those over exactly its sources) unless another project's current
+    model was trained on one or a process is using it. Refused while the project trains.
+    """
+    from kuoro.clear import clear_project
+
+    config = obj.project(project_id)
+    cleared = clear_project(obj.datadir, config)
+    for path, what in cleared.removed:
+        click.echo(f"removed {path} ({what})")
+    for path, why in cleared.kept:
+        click.echo(f"kept {path}: {why}")
+    if cleared.removed:
+        click.echo(f"cleared '{project_id}': it is not trained now")
+    else:
+        click.echo(f"'{project_id}' has nothing to clear: it is not trained")
 
 
 def _format_value(value: object) -> str:
@@ -221,7 +277,7 @@ def config_import(annif_config: Path, output: Path | None, force: bool) -> None:
         raise KuoroError(f"{output} exists; use --force to overwrite it")
     with atomic_write(output) as out:
         out.write(result.toml_text.encode("utf-8"))
-    click.echo(f"wrote {output} ({len(result.notes)} notes)", err=True)
+    click.echo(f"wrote {output} ({plural(len(result.notes), 'note')})", err=True)
 
 
 # -- corpora ---------------------------------------------------------------------------------

@@ -3,27 +3,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import click
 
-from kuoro.cli_context import Context, device_option, pass_context
+from kuoro.cli_context import (
+    Context,
+    backend_param_option,
+    check_label_language,
+    device_option,
+    docs_limit_option,
+    label_language_option,
+    pass_context,
+)
 from kuoro.errors import KuoroError
 from kuoro.metrics import ANNIF_ORDER
+from kuoro.progress import DOC_UNIT, count_documents
+from kuoro.wording import plural
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
     from kuoro.corpus import Document
     from kuoro.metrics import SubjectResult
-    from kuoro.project import Project
+    from kuoro.project import Project, Suggestion
 
 log = logging.getLogger("kuoro")
 
@@ -68,12 +80,10 @@ threshold_option = click.option(
 )  # fmt: skip
 
 
-def _open(obj: Context, project_id: str) -> Project:
-    """The project, with every configured project at hand (a fusion project's sources)."""
-    from kuoro.project import Project
-
-    projects = obj.projects()
-    return Project(obj.project(project_id), obj.datadir, projects)
+def _open(obj: Context, project_id: str, backend_params: Sequence[str] = ()) -> Project:
+    """The project, with every configured project at hand (a fusion project's sources) and
+    the ``--backend-param`` settings applied."""
+    return obj.open_project(project_id, backend_params)
 
 
 @click.command("train")
@@ -86,22 +96,34 @@ def _open(obj: Context, project_id: str) -> Project:
     "and resume an interrupted training of the same data and parameters.",
 )  # fmt: skip
 @device_option
+@docs_limit_option
+@backend_param_option
 @pass_context
 def train_command(
-    obj: Context, project_id: str, corpus: Sequence[Path], jobs: int, cached: bool, device: str
+    obj: Context,
+    project_id: str,
+    corpus: Sequence[Path],
+    jobs: int,
+    cached: bool,
+    device: str,
+    docs_limit: int | None,
+    backend_params: Sequence[str],
 ) -> None:
     """Train PROJECT_ID on one or more CORPUS paths (read in sequence).
 
     A fusion project runs its trained sources over the corpus (once: their suggestions are
     stored and reused) and trains its model on them.
     """
-    project = _open(obj, project_id)
-    summary = project.train(
-        list(corpus), jobs=jobs, progress=obj.show_progress, cached=cached, device=device
-    )
+    from kuoro.limited_corpus import first_documents
+
+    project = _open(obj, project_id, backend_params)
+    with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
+        summary = project.train(
+            paths, jobs=jobs, progress=obj.show_progress, cached=cached, device=device
+        )
     click.echo(
-        f"trained '{project_id}' on {summary.documents} documents in {summary.seconds:.1f} s "
-        f"-> {summary.model_dir}"
+        f"trained '{project_id}' on {plural(summary.documents, 'document')} in "
+        f"{summary.seconds:.1f} s -> {summary.model_dir}"
     )
     if project.config.kind == "fusion":
         click.echo(summary.report)
@@ -112,15 +134,24 @@ def train_command(
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @limit_option
 @threshold_option
+@label_language_option
+@backend_param_option
 @pass_context
 def suggest_command(
-    obj: Context, project_id: str, files: Sequence[Path], limit: int, threshold: float
+    obj: Context,
+    project_id: str,
+    files: Sequence[Path],
+    limit: int,
+    threshold: float,
+    label_language: str | None,
+    backend_params: Sequence[str],
 ) -> None:
     """Suggest subjects for the text on standard input, or for each of FILES.
 
     Prints one suggestion per line: <uri>, label, [notation,] score, tab-separated.
     """
-    project = _open(obj, project_id)
+    project = _open(obj, project_id, backend_params)
+    language = check_label_language(project, label_language)
     if files:
         texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
     else:
@@ -129,19 +160,48 @@ def suggest_command(
     for i, text_file in enumerate(files or [None]):
         if text_file is not None and len(files) > 1:
             click.echo(f"Suggestions for {text_file}")
-        for s in project.ranked(rows[i], limit=limit, threshold=threshold):
+        for s in _ranked(project, rows[i], limit, threshold, language):
             click.echo(_suggestion_line(s.uri, s.label, s.notation, s.score))
 
 
 def _with_progress(
-    stream: Iterator[tuple[list[Document], sp.csr_matrix]], desc: str, enabled: bool
+    stream: Iterator[tuple[list[Document], sp.csr_matrix]],
+    desc: str,
+    enabled: bool,
+    total: int | None = None,
 ) -> Iterator[tuple[list[Document], sp.csr_matrix]]:
+    """The batches of ``stream``, counted on a bar of ``total`` documents (an estimate: the
+    bar ends at the documents there were)."""
     from tqdm import tqdm
 
-    with tqdm(desc=desc, unit=" docs", disable=not enabled) as bar:
+    with tqdm(desc=desc, unit=DOC_UNIT, total=total, disable=not enabled) as bar:
         for batch, rows in stream:
             yield batch, rows
             bar.update(len(batch))
+        bar.total = bar.n
+
+
+def _corpus_size(paths: Sequence[Path], docs_limit: int | None) -> int | None:
+    """The documents a bar over the corpus counts to: its lines or files (``count_documents``:
+    no parsing, a plain read of each file's bytes), no more than ``docs_limit``."""
+    counted = count_documents(paths)
+    if counted is None or docs_limit is None:
+        return docs_limit if counted is None else counted
+    return min(counted, docs_limit)
+
+
+def _ranked(
+    project: Project, row: sp.csr_matrix, limit: int, threshold: float, language: str | None
+) -> list[Suggestion]:
+    """``project.ranked``, with the labels in ``language`` when one is given."""
+    suggestions = project.ranked(row, limit=limit, threshold=threshold)
+    if language is None:
+        return suggestions
+    vocab = project.vocabulary
+    return [
+        dataclasses.replace(s, label=vocab.label(cast(int, vocab.id_of(s.uri)), language))
+        for s in suggestions
+    ]
 
 
 def _suggestion_line(uri: str, label: str | None, notation: str | None, score: float) -> str:
@@ -154,61 +214,83 @@ def _suggestion_line(uri: str, label: str | None, notation: str | None, score: f
 
 @click.command("index")
 @click.argument("project_id")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "directories", nargs=-1, required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)  # fmt: skip
 @click.option("--suffix", default=".annif", show_default=True, help="Suffix of the output files.")
 @click.option("--force", is_flag=True, help="Overwrite existing suggestion files.")
 @limit_option
 @threshold_option
 @jobs_option
+@label_language_option
+@backend_param_option
 @pass_context
 def index_command(
     obj: Context,
     project_id: str,
-    directory: Path,
+    directories: Sequence[Path],
     suffix: str,
     force: bool,
     limit: int,
     threshold: float,
     jobs: int,
+    label_language: str | None,
+    backend_params: Sequence[str],
 ) -> None:
-    """Write suggestions for each ID.txt in DIRECTORY to ID.annif beside it."""
+    """Write suggestions for each ID.txt in each of DIRECTORIES to ID.annif beside it."""
+    from collections import deque
+
     from kuoro.atomic import atomic_write
     from kuoro.batch_suggest import suggest_corpus
     from kuoro.corpus import Corpus
 
-    project = _open(obj, project_id)
-    corpus = Corpus(directory, None, subjects=False)
+    project = _open(obj, project_id, backend_params)
+    language = check_label_language(project, label_language)
     kept = written = 0
+    targets: deque[Path] = deque()  # of the documents handed on, in order
 
     def wanted() -> Iterator[Document]:
         nonlocal kept
-        for doc in corpus:
-            if not force and (directory / f"{doc.document_id}{suffix}").exists():
-                kept += 1
-                continue
-            yield doc
+        for directory in directories:
+            for doc in Corpus(directory, None, subjects=False):
+                target = directory / f"{doc.document_id}{suffix}"
+                if not force and target.exists():
+                    kept += 1
+                    continue
+                targets.append(target)
+                yield doc
 
     stream = suggest_corpus(project, wanted(), jobs=jobs)
-    for batch, rows in _with_progress(stream, "indexing", obj.show_progress):
-        for i, doc in enumerate(batch):
+    total = count_documents(directories)
+    for batch, rows in _with_progress(stream, "indexing", obj.show_progress, total):
+        for i in range(len(batch)):
             lines = [
                 _suggestion_line(s.uri, s.label, s.notation, s.score) + "\n"
-                for s in project.ranked(rows[i], limit=limit, threshold=threshold)
+                for s in _ranked(project, rows[i], limit, threshold, language)
             ]
-            with atomic_write(directory / f"{doc.document_id}{suffix}") as out:
+            with atomic_write(targets.popleft()) as out:
                 out.write("".join(lines).encode("utf-8"))
             written += 1
     if kept:
         log.warning(
-            "%d existing %s files kept unchanged; use --force to overwrite them", kept, suffix
+            "%s kept unchanged; use --force to overwrite them",
+            plural(kept, f"existing {suffix} file"),
         )
-    click.echo(f"indexed {written} documents in {directory}")
+    where = ", ".join(map(str, directories))
+    click.echo(f"indexed {plural(written, 'document')} in {where}")
 
 
 def _scored_batches(
-    obj: Context, project: Project, documents: Iterable[Document], jobs: int, desc: str
+    obj: Context,
+    project: Project,
+    documents: Iterable[Document],
+    jobs: int,
+    desc: str,
+    total: int | None,
 ) -> Iterator[tuple[sp.csr_matrix, list[tuple[int, ...]]]]:
-    """(suggestion rows, gold subjects) per batch; the model is loaded before this returns."""
+    """(suggestion rows, gold subjects) per batch; the model is loaded before this returns.
+    ``total``: about how many documents there are, for the progress bar."""
     from kuoro.batch_suggest import suggest_corpus
 
     if jobs == 1:
@@ -216,7 +298,7 @@ def _scored_batches(
     stream = suggest_corpus(project, documents, jobs=jobs)
     return (
         (rows, [d.subjects for d in batch])
-        for batch, rows in _with_progress(stream, desc, obj.show_progress)
+        for batch, rows in _with_progress(stream, desc, obj.show_progress, total)
     )
 
 
@@ -232,14 +314,19 @@ def _metric_line(name: str, value: float) -> str:
 @threshold_option
 @jobs_option
 @click.option(
-    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write every metric, the settings and the corpus to this JSON file.",
+    "-M", "--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every metric to this JSON file, flat as `annif eval` writes it: "
+    '{"Precision_doc_avg": 0.41, "NDCG@10": 0.52, ...} (spaces as _, no brackets).',
 )  # fmt: skip
 @click.option(
-    "--results-file", type=click.Path(dir_okay=False, path_type=Path),
-    help="Write per-subject results (uri, label, support, predicted, hits, precision, recall, "
-    "f1; by support, descending) to this TSV file.",
+    "-r", "--results-file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write per-subject results to this TSV file, with Annif's columns (URI, Label, "
+    "Support, True_positives, False_positives, False_negatives, Precision, Recall, F1_score); "
+    "one line per subject that was gold or suggested, by support, descending.",
 )  # fmt: skip
+@docs_limit_option
+@label_language_option
+@backend_param_option
 @pass_context
 def eval_command(
     obj: Context,
@@ -250,6 +337,9 @@ def eval_command(
     jobs: int,
     metrics_file: Path | None,
     results_file: Path | None,
+    docs_limit: int | None,
+    label_language: str | None,
+    backend_params: Sequence[str],
 ) -> None:
     """Evaluate PROJECT_ID on documents with gold subjects and print the metrics.
 
@@ -258,10 +348,20 @@ def eval_command(
     from kuoro.corpus import Corpus
     from kuoro.metrics import RankingMetrics
 
-    project = _open(obj, project_id)
-    documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
+    project = _open(obj, project_id, backend_params)
+    language = check_label_language(project, label_language)
+    documents = Corpus(
+        list(corpus), project.vocabulary, language=language or project.config.language
+    )
     metrics = RankingMetrics(limit=limit, threshold=threshold, n_concepts=len(project.vocabulary))
-    batches = _scored_batches(obj, project, documents, jobs, "evaluating")
+    batches = _scored_batches(
+        obj,
+        project,
+        islice(documents, docs_limit),
+        jobs,
+        "evaluating",
+        _corpus_size(corpus, docs_limit),
+    )
     started = time.perf_counter()
     for rows, gold in batches:
         metrics.update(rows, gold)
@@ -275,32 +375,43 @@ def eval_command(
     click.echo(_metric_line(MISSING_SUBJECTS, missing))
     log.info("evaluated in %.1f s (%.1f documents/s)", seconds, metrics.documents / seconds)
     if metrics_file is not None:
-        summary = {
-            "project": project_id,
-            "corpus": [str(path) for path in corpus],
-            "limit": limit,
-            "threshold": threshold,
-            "documents": metrics.documents,
-            "subjects_not_in_vocabulary": missing,
-            "distinct_subjects_not_in_vocabulary": len(documents.report.unknown_subjects),
-            "metrics": {name: results[name] for name in EVAL_METRICS},
-        }
-        _write_text(metrics_file, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        # Flat, every value a number, as pipelines (DVC) read Annif's file; Annif's metrics in
+        # Annif's order with Kuoro's extra ones (Recall@k, F1@1, F1@3, LRAP, gold subjects not
+        # in the vocabulary) as further keys of the same kind.
+        flat = {metric_code(name): results[name] for name in ANNIF_ORDER}
+        flat[metric_code(MISSING_SUBJECTS)] = missing
+        _write_text(metrics_file, json.dumps(flat, indent=2) + "\n")
         log.info("metrics written to %s", metrics_file)
     if results_file is not None:
-        _write_text(results_file, _subject_table(project, metrics.subject_results()))
+        _write_text(results_file, _subject_table(project, metrics.subject_results(), language))
         log.info("per-subject results written to %s", results_file)
 
 
-def _subject_table(project: Project, results: Sequence[SubjectResult]) -> str:
+def metric_code(name: str) -> str:
+    """A metric's key in the metrics file, as Annif writes it: "Precision (doc avg)" is
+    "Precision_doc_avg", "NDCG@10" stays."""
+    return name.replace(" ", "_").replace("(", "").replace(")", "")
+
+
+# Annif's columns of `eval --results-file`.
+RESULTS_COLUMNS = (
+    "URI", "Label", "Support", "True_positives", "False_positives", "False_negatives",
+    "Precision", "Recall", "F1_score",
+)  # fmt: skip
+
+
+def _subject_table(
+    project: Project, results: Sequence[SubjectResult], language: str | None = None
+) -> str:
     vocab = project.vocabulary
-    language = project.config.language if project.config.language in vocab.languages else None
-    lines = ["uri\tlabel\tsupport\tpredicted\thits\tprecision\trecall\tf1\n"]
+    if language is None and project.config.language in vocab.languages:
+        language = project.config.language
+    lines = ["\t".join(RESULTS_COLUMNS) + "\n"]
     for r in results:  # by support, descending, as subject_results() gives them
         label = (vocab.label(r.concept, language) or "").replace("\t", " ")
         lines.append(
-            f"<{vocab.uri(r.concept)}>\t{label}\t{r.support}\t{r.predicted}\t{r.hits}\t"
-            f"{r.precision:.4f}\t{r.recall:.4f}\t{r.f1:.4f}\n"
+            f"{vocab.uri(r.concept)}\t{label}\t{r.support}\t{r.hits}\t{r.predicted - r.hits}\t"
+            f"{r.support - r.hits}\t{r.precision:.4f}\t{r.recall:.4f}\t{r.f1:.4f}\n"
         )
     return "".join(lines)
 
@@ -413,6 +524,8 @@ _OPTIMIZED: tuple[tuple[Literal["precision", "recall", "f1"], str], ...] = (
     "--grid-file", type=click.Path(dir_okay=False, path_type=Path),
     help="Write every point of the grid to this TSV file.",
 )  # fmt: skip
+@docs_limit_option
+@backend_param_option
 @pass_context
 def optimize_command(
     obj: Context,
@@ -423,6 +536,8 @@ def optimize_command(
     jobs: int,
     show_grid: bool,
     grid_file: Path | None,
+    docs_limit: int | None,
+    backend_params: Sequence[str],
 ) -> None:
     """Find the limit and threshold that give PROJECT_ID its best F1 on CORPUS.
 
@@ -432,10 +547,17 @@ def optimize_command(
     from kuoro.corpus import Corpus
     from kuoro.optimize import GridAccumulator, best_point
 
-    project = _open(obj, project_id)
+    project = _open(obj, project_id, backend_params)
     documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
     grid = GridAccumulator(limits, thresholds)
-    batches = _scored_batches(obj, project, documents, jobs, "optimizing")
+    batches = _scored_batches(
+        obj,
+        project,
+        islice(documents, docs_limit),
+        jobs,
+        "optimizing",
+        _corpus_size(corpus, docs_limit),
+    )
     started = time.perf_counter()
     for rows, gold in batches:
         grid.update(rows, gold)

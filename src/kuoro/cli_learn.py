@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from kuoro.cli_context import Context, device_option, pass_context
+from kuoro.cli_context import (
+    Context,
+    backend_param_option,
+    device_option,
+    docs_limit_option,
+    pass_context,
+)
+from kuoro.wording import plural
 
 
 @click.command("learn")
@@ -18,9 +25,17 @@ from kuoro.cli_context import Context, device_option, pass_context
     help="Parallel jobs running the sources over the new documents.",
 )  # fmt: skip
 @device_option
+@docs_limit_option
+@backend_param_option
 @pass_context
 def learn_command(
-    obj: Context, project_id: str, corpus: Sequence[Path], jobs: int, device: str
+    obj: Context,
+    project_id: str,
+    corpus: Sequence[Path],
+    jobs: int,
+    device: str,
+    docs_limit: int | None,
+    backend_params: Sequence[str],
 ) -> None:
     """Update the trained fusion project PROJECT_ID with the documents of CORPUS.
 
@@ -29,12 +44,13 @@ def learn_command(
     kept is chosen on the original held-out documents, and the current model stays unless an
     epoch beats it there.
     """
-    from kuoro.project import Project
+    from kuoro.limited_corpus import first_documents
 
-    project = Project(obj.project(project_id), obj.datadir, obj.projects())
-    summary = project.learn(list(corpus), jobs=jobs, progress=obj.show_progress, device=device)
+    project = obj.open_project(project_id, backend_params)
+    with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
+        summary = project.learn(paths, jobs=jobs, progress=obj.show_progress, device=device)
     click.echo(
-        f"'{project_id}' learnt from {summary.documents} documents in {summary.seconds:.1f} s "
-        f"-> {summary.model_dir}"
+        f"'{project_id}' learnt from {plural(summary.documents, 'document')} in "
+        f"{summary.seconds:.1f} s -> {summary.model_dir}"
     )
     click.echo(summary.report)

@@ -17,16 +17,28 @@ from kuoro.cli_context import Context, pass_context
 @click.option(
     "--learn-token", envvar="KUORO_LEARN_TOKEN", default=None, metavar="TOKEN",
     help="Enable POST .../learn for projects with allow_learn, for requests that send "
-    "'Authorization: Bearer TOKEN' (env KUORO_LEARN_TOKEN). Use HTTPS in front of the server "
-    "when it is reachable from other machines.",
+    "'Authorization: Bearer TOKEN'. Set it in the environment variable KUORO_LEARN_TOKEN "
+    "rather than here: a token on the command line is shown to every user of the machine "
+    "(ps). Use HTTPS in front of the server when it is reachable from other machines.",
 )  # fmt: skip
 @click.option(
     "--max-request-bytes", type=click.IntRange(min=1), default=1_000_000, show_default=True,
     help="Largest request body accepted; larger ones get 413.",
 )  # fmt: skip
+@click.option(
+    "--access-log/--no-access-log", default=True, show_default=True,
+    help="Log a line for every request (on standard output; other messages go to standard "
+    "error).",
+)  # fmt: skip
 @pass_context
 def serve_command(
-    obj: Context, host: str, port: int, lazy: bool, learn_token: str | None, max_request_bytes: int
+    obj: Context,
+    host: str,
+    port: int,
+    lazy: bool,
+    learn_token: str | None,
+    max_request_bytes: int,
+    access_log: bool,
 ) -> None:
     """Serve the configured projects over Annif's REST API (base path /v1) until interrupted.
 
@@ -45,4 +57,5 @@ def serve_command(
         max_request_bytes=max_request_bytes,
     )
     level = {-1: "error", 0: "info"}.get(min(obj.verbosity, 1), "debug")
-    uvicorn.run(app, host=host, port=port, log_level=level, access_log=obj.verbosity > 0)
+    # Requests are logged as other servers log them; -q (errors only) leaves them out too.
+    uvicorn.run(app, host=host, port=port, log_level=level, access_log=access_log)

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kuoro.cli_context import Context, device_option, pass_context
+from kuoro.cli_context import (
+    Context,
+    backend_param_option,
+    device_option,
+    docs_limit_option,
+    pass_context,
+)
+from kuoro.wording import plural
 
 if TYPE_CHECKING:
     from kuoro.project import Project
@@ -17,11 +24,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("kuoro")
 
 
-def _open(obj: Context, project_id: str) -> Project:
-    """The project, with every configured project at hand (a fusion project's sources)."""
-    from kuoro.project import Project
-
-    return Project(obj.project(project_id), obj.datadir, obj.projects())
+def _open(obj: Context, project_id: str, backend_params: Sequence[str] = ()) -> Project:
+    """The project, with every configured project at hand (a fusion project's sources) and
+    the ``--backend-param`` settings applied."""
+    return obj.open_project(project_id, backend_params)
 
 
 @click.command("hyperopt")
@@ -48,6 +54,8 @@ def _open(obj: Context, project_id: str) -> Project:
     help="Seed of the sampler (the held-out split follows the project's seed).",
 )  # fmt: skip
 @device_option
+@docs_limit_option
+@backend_param_option
 @pass_context
 def hyperopt_command(
     obj: Context,
@@ -59,6 +67,8 @@ def hyperopt_command(
     timeout: float | None,
     seed: int,
     device: str,
+    docs_limit: int | None,
+    backend_params: Sequence[str],
 ) -> None:
     """Search the hyperparameters of fusion project PROJECT_ID on CORPUS.
 
@@ -73,32 +83,34 @@ def hyperopt_command(
     """
     import optuna
 
-    from kuoro.hyperopt import format_toml_snippet, run_hyperopt
+    from kuoro.hyperopt import MIN_IMPORTANCE_TRIALS, format_toml_snippet, run_hyperopt
+    from kuoro.limited_corpus import first_documents
 
     # Optuna logs every trial at INFO; its progress bar says enough unless -v asks for more.
     optuna.logging.set_verbosity(
         optuna.logging.INFO if obj.verbosity > 0 else optuna.logging.WARNING
     )
-    project = _open(obj, project_id)
-    result = run_hyperopt(
-        project,
-        list(corpus),
-        trials=trials,
-        jobs=jobs,
-        storage=storage,
-        seed=seed,
-        timeout=timeout,
-        progress=obj.show_progress,
-        device=device,
-    )
+    project = _open(obj, project_id, backend_params)
+    with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
+        result = run_hyperopt(
+            project,
+            paths,
+            trials=trials,
+            jobs=jobs,
+            storage=storage,
+            seed=seed,
+            timeout=timeout,
+            progress=obj.show_progress,
+            device=device,
+        )
     done = result.complete + result.pruned
     if result.trials_run == 0:
         click.echo(
-            f"the search already has {done} finished trials; raise --trials to run more",
+            f"the search already has {plural(done, 'finished trial')}; raise --trials to run more",
             err=True,
         )
     click.echo(
-        f"{done} trials ({result.complete} complete, {result.pruned} pruned, "
+        f"{plural(done, 'trial')} ({result.complete} complete, {result.pruned} pruned, "
         f"{result.trials_run} run now) in {result.storage}"
     )
     lines = []
@@ -111,7 +123,7 @@ def hyperopt_command(
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         click.echo(f"{name:<{width}}  held-out nDCG@10 {value}")
-    comment = f"best of {done} trials: held-out nDCG@10 {result.best_value:.4f}"
+    comment = f"best of {plural(done, 'trial')}: held-out nDCG@10 {result.best_value:.4f}"
     if result.improvement is not None:
         comment += f" ({result.improvement:+.4f} over the configured parameters)"
     click.echo()
@@ -123,7 +135,11 @@ def hyperopt_command(
         for name, share in result.importances.items():
             click.echo(f"  {name:<{width}}  {share:.3f}")
     else:
-        click.echo("parameter importance: too few completed trials to tell")
+        click.echo(
+            "parameter importance: too few trials for importances "
+            f"({plural(result.complete, 'completed trial')}; at least {MIN_IMPORTANCE_TRIALS} "
+            "are needed)"
+        )
 
 
 @click.command("report")

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kuoro.corpus import Corpus, CorpusReport
+from kuoro.corpus import CorpusReport, check_corpus_paths
+from kuoro.corpus_formats import Reading, reader_for
+from kuoro.errors import CorpusError
+from kuoro.progress import DOC_UNIT, count_documents
 from kuoro.vocab import Vocabulary
 
 
@@ -41,23 +44,43 @@ def corpus_statistics(
     language: str | None = None,
     disable_progress: bool | None = None,
 ) -> CorpusStatistics:
-    """Stream ``path`` once and count its documents, subjects and text lengths."""
-    corpus = Corpus(path, vocab, language=language)
+    """Stream ``path`` once and count its documents, subjects and text lengths.
+
+    It is read as training reads it (the same readers, the same skipped lines, each warned
+    about with its place), but what the reading adds up to is left to the table of
+    ``format_statistics``, not logged as well.
+    """
+    (path,) = check_corpus_paths(path)
+    report = CorpusReport()
+    reading = Reading(vocab, language, True, report.skipped, report.unknown_subjects)
     counts = np.zeros(len(vocab), dtype=np.int64)
     characters = words = 0
-    for doc in tqdm(corpus, desc=path.name, unit=" docs", disable=disable_progress, leave=False):
-        counts[list(doc.subjects)] += 1
-        characters += len(doc.text)
-        words += len(doc.text.split())
-    n = corpus.report.documents
+    records = reader_for(path)(path, reading)
+    total = count_documents([path])
+    bar = tqdm(
+        records, desc=path.name, unit=DOC_UNIT, total=total, disable=disable_progress, leave=False
+    )
+    with bar:
+        for text, ids, _, _ in bar:
+            report.documents += 1
+            if not ids:
+                report.documents_without_subjects += 1
+            counts[list(set(ids))] += 1
+            characters += len(text)
+            words += len(text.split())
+        bar.total = bar.n  # blank and skipped lines were counted in the estimate
+    n = report.documents
+    if not n:
+        why = report.skipped_summary() or "it holds no documents"
+        raise CorpusError(f"no usable documents in {path}: {why}")
     top = np.argsort(-counts, kind="stable")[:5]
     return CorpusStatistics(
         path=path,
-        report=corpus.report,
+        report=report,
         subject_assignments=int(counts.sum()),
         distinct_subjects=int(np.count_nonzero(counts)),
-        mean_characters=characters / n if n else 0.0,
-        mean_words=words / n if n else 0.0,
+        mean_characters=characters / n,
+        mean_words=words / n,
         top_subjects=[(int(i), int(counts[i])) for i in top if counts[i]],
     )
 
@@ -79,8 +102,20 @@ def format_statistics(stats: Sequence[CorpusStatistics], vocab: Vocabulary) -> s
             f"| {s.mean_characters:.0f} |"
         )
     lines.append("")
-    # Skips and unknown subjects were already reported as warnings while reading.
+    # What the table counts is said here once, with what it cannot hold (why lines were
+    # skipped, which references are unknown); the reading logged only each skipped line's place.
     for s in stats:
+        notes = []
+        if s.report.skipped:
+            notes.append(s.report.skipped_summary())
+        if s.report.unknown_subjects:
+            examples = ", ".join(
+                ref if ref.startswith("<") else f'"{ref}"'
+                for ref, _ in s.report.unknown_subjects.most_common(3)
+            )
+            more = ", …" if len(s.report.unknown_subjects) > 3 else ""
+            notes.append(f"unknown subjects: {examples}{more}")
         top = ", ".join(f"{vocab.label(i) or vocab.uri(i)} ({n})" for i, n in s.top_subjects)
-        lines.append(f"{s.path.name}: most frequent subjects: {top or 'none'}")
+        notes.append(f"most frequent subjects: {top or 'none'}")
+        lines.append(f"{s.path.name}: {'; '.join(notes)}")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kuoro.errors import KuoroError
 from kuoro.training.callbacks import Callback
+from kuoro.wording import plural
 
 if TYPE_CHECKING:
     from kuoro.project import Project
@@ -49,6 +51,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MONITOR = "ndcg@10"
+# Parameter importances are read from this many completed trials on. They come from a random
+# forest fitted to the trials' scores (fANOVA); below this, with up to eight parameters
+# searched, any share is as good a fit as another. It is the number of trials Optuna's TPE
+# sampler itself draws at random before it models the score, for the same reason.
+MIN_IMPORTANCE_TRIALS = 10
 BASELINE = "baseline"  # user attribute marking the trial of the configured parameters
 _SPACE = "kuoro_search_space"  # study attributes: the search space, fixed at creation
 _CONTEXT = "kuoro_context"  # ... and what every trial shares (data, fixed parameters)
@@ -188,6 +195,51 @@ class PruningCallback(Callback):
             raise optuna.TrialPruned(f"nDCG@10 {value:.4f} at epoch {state.epoch}")
 
 
+class TrialProgress(Callback):
+    """A progress bar per trial while it trains (on standard error, when progress is on):
+    its epochs, and the held-out nDCG@10 of the latest and the best."""
+
+    order = 40  # before PruningCallback, which may end the trial at this epoch
+
+    def __init__(self, number: int, *, enabled: bool = True) -> None:
+        self.number = number
+        self.enabled = enabled
+        self._bar: Any = None
+        self._best = -math.inf
+
+    def on_fit_start(self, trainer: Trainer, state: TrainingState) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self._bar = tqdm(
+            total=state.max_epochs,
+            desc=f"trial {self.number}",
+            unit="epoch",
+            leave=False,
+            file=sys.stderr,
+            disable=not self.enabled,
+            dynamic_ncols=True,
+        )
+
+    def on_epoch_end(self, trainer: Trainer, state: TrainingState) -> None:
+        if self._bar is None:
+            return
+        value = state.metrics.get(MONITOR)
+        if value is not None and math.isfinite(value):
+            self._best = max(self._best, value)
+            self._bar.set_postfix_str(f"nDCG@10 {value:.4f} (best {self._best:.4f})", False)
+        self._bar.update(1)
+
+    def on_fit_end(self, trainer: Trainer, state: TrainingState) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Take the bar off the terminal (also when the trial is pruned or fails)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 def _context_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     changes = []
     if old.get("backend") != new["backend"]:
@@ -255,7 +307,7 @@ def _open_study(
     for trial in stale:
         rdb.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
     if stale:
-        log.info("%d trial(s) of an interrupted run marked failed", len(stale))
+        log.info("%s of an interrupted run marked failed", plural(len(stale), "trial"))
     return study
 
 
@@ -335,16 +387,20 @@ def run_hyperopt(
         def objective(trial: optuna.Trial) -> float:
             searched = {name: _suggest(trial, name, dist) for name, dist in space.items()}
             baseline = bool(trial.user_attrs.get(BASELINE))
-            _, info = fit_fusion(
-                store,
-                {**params, **searched},
-                project.config.backend,
-                weights,
-                seed=split_seed,
-                device=device,
-                validation_store=held_out,
-                callbacks=[PruningCallback(trial, prune=not baseline)],
-            )
+            shown = TrialProgress(trial.number, enabled=progress)
+            try:
+                _, info = fit_fusion(
+                    store,
+                    {**params, **searched},
+                    project.config.backend,
+                    weights,
+                    seed=split_seed,
+                    device=device,
+                    validation_store=held_out,
+                    callbacks=[PruningCallback(trial, prune=not baseline), shown],
+                )
+            finally:
+                shown.close()
             trial.set_user_attr("epochs", info.epochs)
             trial.set_user_attr("best_epoch", info.best_epoch)
             if MONITOR not in info.metrics:
@@ -414,11 +470,11 @@ def summarize(study: optuna.Study, storage: Path, *, seed: int = 0) -> HyperoptR
 def importances(
     study: optuna.Study, complete: Sequence[FrozenTrial] | None = None, *, seed: int = 0
 ) -> dict[str, float]:
-    """Each parameter's share of the variation of the score (fANOVA); {} with too few trials."""
+    """Each parameter's share of the variation of the score (fANOVA); {} with fewer than
+    ``MIN_IMPORTANCE_TRIALS`` completed trials, or when their scores do not differ."""
     if complete is None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    # Two trials that differ are the least an importance can be read from.
-    if len(complete) < 2 or len({t.value for t in complete}) < 2:
+    if len(complete) < MIN_IMPORTANCE_TRIALS or len({t.value for t in complete}) < 2:
         return {}
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     try:

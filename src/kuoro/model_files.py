@@ -85,7 +85,8 @@ def read_model(
     pointer = project_dir / CURRENT
     if not pointer.is_file():
         raise ModelError(
-            f"project '{project_id}' is not trained yet; train it with: kuoro train {project_id}"
+            f"project '{project_id}' is not trained yet; train it with: "
+            f"kuoro train {project_id} CORPUS"
         )
     version_dir = project_dir / pointer.read_text(encoding="utf-8").strip()
     try:

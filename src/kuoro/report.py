@@ -31,7 +31,9 @@ from kuoro.errors import KuoroError
 from kuoro.metrics import RankingMetrics
 from kuoro.model_files import read_model
 from kuoro.optimize import GridAccumulator, GridPoint, best_point
+from kuoro.progress import DOC_UNIT, count_documents
 from kuoro.ranking import rank_row
+from kuoro.wording import plural
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -186,7 +188,8 @@ def _evaluate(
     else:
         sources = [project]
     position = 0
-    with tqdm(desc="evaluating", unit=" docs", disable=not progress) as bar:
+    total = count_documents(documents.paths)
+    with tqdm(desc="evaluating", unit=DOC_UNIT, total=total, disable=not progress) as bar:
         for batch, rows in suggest_corpus_all(sources, documents, jobs=jobs):
             gold = [d.subjects for d in batch]
             if predictor is not None:
@@ -201,6 +204,7 @@ def _evaluate(
             _keep_worst(evaluation.worst, batch, fused, position, limit)
             position += len(batch)
             bar.update(len(batch))
+        bar.total = bar.n  # the count was of lines or files
     if not evaluation.metrics.documents:
         raise KuoroError("no documents to evaluate")
     return evaluation
@@ -402,7 +406,10 @@ def _plot_sources(found: _Contribution) -> str:
 
 
 def _plot_search(result: HyperoptResult, trials: Sequence[Any]) -> str:
+    from matplotlib.ticker import MaxNLocator
     from optuna.trial import TrialState
+
+    from kuoro.hyperopt import MIN_IMPORTANCE_TRIALS
 
     figure, (history_ax, importance_ax) = _figure(10, 3.8, panels=2)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -428,6 +435,7 @@ def _plot_search(result: HyperoptResult, trials: Sequence[Any]) -> str:
             result.baseline_value, color="#d62728", linestyle=":", label="baseline (trial 0)"
         )
     history_ax.set(title="Held-out nDCG@10 of each trial", xlabel="Trial", ylabel="nDCG@10")
+    history_ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered
     _legend_below(figure, history_ax)
     names = list(result.importances)
     if names:
@@ -437,7 +445,9 @@ def _plot_search(result: HyperoptResult, trials: Sequence[Any]) -> str:
         importance_ax.invert_yaxis()
     else:
         importance_ax.text(
-            0.5, 0.5, "too few completed trials", ha="center", va="center",
+            0.5, 0.5, "too few trials for importances\n"
+            f"({plural(result.complete, 'completed trial')}, at least {MIN_IMPORTANCE_TRIALS} "
+            "needed)", ha="center", va="center",
             transform=importance_ax.transAxes,
         )  # fmt: skip
     importance_ax.set(title="Parameter importance (fANOVA)", xlabel="Share of the variation")
@@ -522,13 +532,14 @@ def _headline(evaluation: _Evaluation, corpus: str, reading: str, limit: int) ->
         f'<div class="cards">{cards}</div>'
         + _table(["Metric", "Value", "What it says"], rows, numeric=[1])
         + _note(
-            f"{counts['Documents evaluated']} documents of {_e(corpus)}; each document's "
-            f"{limit} best suggestions (score above 0), as <code>kuoro eval --limit {limit}"
-            f"</code> and <code>annif eval</code> count them. {counts['True positives']} "
-            f"correct suggestions, {counts['False positives']} wrong, "
-            f"{counts['False negatives']} correct subjects missed. The best document-average "
-            f"F1 over limits 1–20 and thresholds 0–0.95 is {_number(best.f1)} at limit "
-            f"{best.limit}, threshold {best.threshold:.2f}."
+            f"{plural(counts['Documents evaluated'], 'document')} of {_e(corpus)}; each "
+            f"document's {limit} best suggestions (score above 0), as <code>kuoro eval --limit "
+            f"{limit}</code> and <code>annif eval</code> count them. "
+            f"{plural(counts['True positives'], 'correct suggestion')}, "
+            f"{counts['False positives']} wrong, "
+            f"{plural(counts['False negatives'], 'correct subject')} missed. The best "
+            "document-average F1 over limits 1–20 and thresholds 0–0.95 is "
+            f"{_number(best.f1)} at limit {best.limit}, threshold {best.threshold:.2f}."
         )
         + _note(f"Reading the corpus: {_e(reading)}. Subjects outside the vocabulary are left out.")
     )
@@ -550,7 +561,7 @@ def _training_section(project: Project, manifest: Mapping[str, Any], version_dir
     facts = (
         f"{training.get('train_documents', '?')} training and "
         f"{training.get('validation_documents', '?')} held-out documents; "
-        f"{len(records)} epochs run"
+        f"{plural(len(records), 'epoch')} run"
     )
     if best is not None:
         facts += f"; the weights of epoch {best} were kept (the best on the held-out documents)"
@@ -669,7 +680,7 @@ def _subjects_section(evaluation: _Evaluation, labels: _Labels) -> str:
     never = sum(1 for r in gold if r.hits == 0)
     header = ["Subject", "Documents", "Suggested", "Correct", "Precision", "Recall", "F1"]
     summary = (
-        f"{len(gold)} subjects occur in the corpus; {never} of them were never suggested "
+        f"{plural(len(gold), 'subject')} in the corpus, {never} of them never suggested "
         f"correctly. Shown: the {len(rows)} worst served of those with at least {cutoff} "
         "documents, lowest F1 first. Documents: how many documents have the subject; "
         "Suggested: how often it was suggested (within the limit); Correct: how often rightly."
@@ -711,7 +722,7 @@ def _search_section(project: Project, storage: Path | None) -> str:
         for name in names
     ]
     done = result.complete + result.pruned
-    comment = f"best of {done} trials: held-out nDCG@10 {result.best_value:.4f}"
+    comment = f"best of {plural(done, 'trial')}: held-out nDCG@10 {result.best_value:.4f}"
     snippet = format_toml_snippet(project.project_id, result.best_params, comment=comment)
     return (
         _plot_search(result, trials)
@@ -739,7 +750,8 @@ def _documents_section(evaluation: _Evaluation, labels: _Labels) -> str:
         return _note("No document has gold subjects.")
     parts = [
         _note(
-            f"The {len(worst)} documents with the lowest nDCG@10. <span class='hit'>✔</span> "
+            f"The {plural(len(worst), 'document')} with the lowest nDCG@10. "
+            "<span class='hit'>✔</span> "
             "marks a suggestion that is among the document's subjects and a subject that was "
             "suggested."
         )
@@ -865,7 +877,7 @@ def write_report(
     sources = ", ".join(f"{r.project_id} ({r.weight:.2f})" for r in config.sources)
     facts = [
         ("Backend", f"<code>{_e(config.backend)}</code>"),
-        ("Vocabulary", f"{_e(config.vocab)} ({len(project.vocabulary)} concepts)"),
+        ("Vocabulary", f"{_e(config.vocab)} ({plural(len(project.vocabulary), 'concept')})"),
         ("Model trained", _e(manifest.get("written_at", "?"))),
         ("Evaluated on", _e(corpus)),
     ]

@@ -25,7 +25,7 @@ import re
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import pairwise
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -243,9 +243,7 @@ class LexicalSource(Source):
         gold_blocks: list[np.ndarray] = []
         documents = tqdm(corpus, desc="lexical: matching", unit=" docs", disable=not progress)
         used = 0
-        for document in documents:
-            if used >= self.max_train_documents:
-                break
+        for document in islice(documents, self.max_train_documents):
             if not document.subjects:
                 continue
             used += 1
