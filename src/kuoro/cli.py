@@ -113,7 +113,8 @@ def load_vocab(obj: Context, name: str, file: Path, language: str | None, force:
     else:
         change = "new"
     click.echo(
-        f"vocabulary '{name}' ({change}): {len(stored)} concepts, {stored.active_count} active, "
+        f"vocabulary '{name}' ({change}): {plural(len(stored), 'concept')}, "
+        f"{stored.active_count} active, "
         f"languages {', '.join(stored.languages)} -> {obj.datadir.vocab_path(name)}"
     )
 

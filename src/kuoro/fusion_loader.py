@@ -119,7 +119,7 @@ def trained_sources(project: Project, manifest: Mapping[str, Any] | None = None)
             cls = ModelError if manifest is not None else KuoroError
             raise cls(
                 f"source '{sid}' of fusion project '{pid}' is not trained yet; train it first "
-                f"with: kuoro train {sid}" + (f", then retrain '{pid}'" if manifest else "")
+                f"with: kuoro train {sid} CORPUS" + (f", then retrain '{pid}'" if manifest else "")
             )
         if manifest is not None and model_fingerprint(source) != saved[i]["fingerprint"]:
             raise ModelError(

@@ -64,6 +64,7 @@ from kuoro.store_builder import (
     open_shared_store,
 )
 from kuoro.training.callbacks import CHECKPOINT_STATE, CheckpointError
+from kuoro.wording import plural
 
 if TYPE_CHECKING:
     from kuoro.project import Project, TrainingSummary
@@ -95,7 +96,8 @@ def train_fusion(
             )
         )
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
-        log.info("training fusion model '%s' on %d documents", project.project_id, len(store))
+        documents = plural(len(store), "document")
+        log.info("training fusion model '%s' on %s", project.project_id, documents)
         checkpoints = None
         if project.config.backend != "mean":  # which trains nothing
             checkpoints = _checkpoint_dir(project, store, held_out, resume=cached)
@@ -515,11 +517,11 @@ def _save(
     trained = (
         "nothing to train"
         if info.best_epoch is None
-        else f"{info.epochs} epochs, best {info.best_epoch}"
+        else f"{plural(info.epochs, 'epoch')}, best {info.best_epoch}"
     )
-    report = (
-        f"{info.train_documents} training and {info.validation_documents} held-out "
-        f"documents; {trained}; " + ", ".join(f"{k} {v:.4f}" for k, v in info.metrics.items())
+    held_out = plural(info.validation_documents, "held-out document")
+    report = f"{info.train_documents} training and {held_out}; {trained}; " + ", ".join(
+        f"{k} {v:.4f}" for k, v in info.metrics.items()
     )
     log.info("%s", report)
     return TrainingSummary(len(store), seconds, model_dir, report)

@@ -186,7 +186,7 @@ class Project:
         if self.config.kind != "fusion":
             raise KuoroError(
                 f"project '{self.project_id}' (backend '{self.config.backend}') does not support "
-                f"learning; retrain it with: kuoro train {self.project_id}"
+                f"learning; retrain it with: kuoro train {self.project_id} CORPUS"
             )
         from kuoro.fusion_project import learn_fusion
 

@@ -32,6 +32,7 @@ from kuoro.model_files import read_model
 from kuoro.project import Project
 from kuoro.store import StoreError, SuggestionStore
 from kuoro.vocab import Vocabulary
+from kuoro.wording import plural
 
 __all__ = [
     "build_store",
@@ -208,7 +209,7 @@ def _build(
             [] if cached else ["a rebuild was requested"]
         )
         if not reasons and existing["complete"]:
-            log.info("reusing store %s (%d documents)", path, existing["documents"])
+            log.info("reusing store %s (%s)", path, plural(existing["documents"], "document"))
             return
         if reasons:
             # The old store stays usable until the new one is complete.
@@ -247,7 +248,8 @@ def _fill(
 ) -> None:
     done = len(store)
     if done:
-        log.info("resuming store %s: %d documents stored already, skipping them", store.path, done)
+        stored = plural(done, "document")
+        log.info("resuming store %s: %s stored already, skipping them", store.path, stored)
     corpus = Corpus(corpus_paths, vocabulary, language=language)
     documents = islice(iter(corpus), done, None)
     source_seconds = store_seconds = 0.0
@@ -277,9 +279,9 @@ def _fill(
         store.mark_complete()
         store_seconds += time.perf_counter() - started
     log.info(
-        "store %s: %d documents written (sources %.1f s, store %.1f s), %d in all",
+        "store %s: %s written (sources %.1f s, store %.1f s), %d in all",
         store.path,
-        written,
+        plural(written, "document"),
         source_seconds,
         store_seconds,
         len(store),

@@ -133,7 +133,7 @@ class FasttextSource(Source):
         """Write one fastText line per usable document; return how many were written."""
         written = 0
         with path.open("w", encoding="utf-8") as out:
-            documents = tqdm(corpus, desc="fasttext: reading", unit=" docs", disable=not progress)
+            documents = tqdm(corpus, desc="fasttext: reading", unit=" doc", disable=not progress)
             for document in documents:
                 tokens = self.analyzer.tokens(document.text)
                 if not tokens or not document.subjects:

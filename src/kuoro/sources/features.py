@@ -173,7 +173,7 @@ def fit_features(
             indptr.append(len(indices))
             yield document.text
 
-    with tqdm(corpus, desc="reading documents", unit=" docs", disable=not progress) as bar:
+    with tqdm(corpus, desc="reading documents", unit=" doc", disable=not progress) as bar:
         rows = features.fit_transform(texts(bar))
     labels = sp.csr_matrix(
         (

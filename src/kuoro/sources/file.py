@@ -27,6 +27,7 @@ from kuoro.corpus import Document
 from kuoro.errors import ModelError, SourceError
 from kuoro.sources.base import Source
 from kuoro.vocab import Vocabulary
+from kuoro.wording import plural
 
 log = logging.getLogger("kuoro.sources.file")
 
@@ -164,10 +165,9 @@ class FileSource(Source):
         missing = sum(row is None for row in found)
         if missing:
             log.warning(
-                "file source: %d of %d documents have no id or an id not in %s; "
-                "they get no suggestions",
+                "file source: %d of %s have no id or an id not in %s; they get no suggestions",
                 missing,
-                len(texts),
+                plural(len(texts), "document"),
                 self.path,
             )
         present = [i for i, row in enumerate(found) if row is not None]

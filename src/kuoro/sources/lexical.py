@@ -38,6 +38,7 @@ from kuoro.corpus import Document
 from kuoro.errors import ModelError, SourceError
 from kuoro.sources.base import Source, rows_to_csr
 from kuoro.vocab import Vocabulary
+from kuoro.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ class LexicalSource(Source):
         concept_blocks: list[np.ndarray] = []
         feature_blocks: list[np.ndarray] = []
         gold_blocks: list[np.ndarray] = []
-        documents = tqdm(corpus, desc="lexical: matching", unit=" docs", disable=not progress)
+        documents = tqdm(corpus, desc="lexical: matching", unit=" doc", disable=not progress)
         used = 0
         for document in islice(documents, self.max_train_documents):
             if not document.subjects:
@@ -279,7 +280,11 @@ class LexicalSource(Source):
         model = LogisticRegression(max_iter=1000)
         model.fit((features - self.mean_) / self.scale_, gold)
         self.weights_ = np.append(model.coef_[0], model.intercept_[0])
-        log.info("lexical: trained on %d matches in %d documents", len(gold), used)
+        log.info(
+            "lexical: trained on %s in %s",
+            plural(len(gold), "match", "matches"),
+            plural(used, "document"),
+        )
         return self
 
     def _precision_logit(self, hits: np.ndarray, matches: np.ndarray) -> np.ndarray:
