@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from kuoro.corpus import Corpus
+from kuoro.corpus.documents import Corpus
 from kuoro.errors import KuoroError
-from kuoro.vocab_formats import read_vocabulary
+from kuoro.vocab.formats import read_vocabulary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,7 +153,7 @@ def child_train(
     model_name: str, store_path: str, dense_batch: int, validation: float | int = 200
 ) -> dict:
     from kuoro.fusion.fit import fit_fusion
-    from kuoro.store import SuggestionStore
+    from kuoro.store.suggestion_store import SuggestionStore
     from kuoro.training import History
 
     with SuggestionStore.open(store_path) as store:
@@ -205,7 +205,7 @@ def _train_dense(store: Any, batch_size: int) -> dict:
 
 
 def _params(model_name: str) -> dict[str, object]:
-    from kuoro.backends import validate_params
+    from kuoro.config.backends import validate_params
 
     return validate_params("bench", model_name, {"sources": [f"s{i}" for i in range(N_SOURCES)]})
 
@@ -240,7 +240,7 @@ def run_child(kind: str, *args: Any, threads: int) -> dict[str, Any]:
 
 def write_store(path: Path, vocab_size: int, n_documents: int) -> Path:
     """A synthetic suggestion store (reused when complete with the same shape)."""
-    from kuoro.store import SuggestionStore
+    from kuoro.store.suggestion_store import SuggestionStore
 
     if path.exists():
         with SuggestionStore.open(path) as store:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from kuoro.batch_suggest import suggest_corpus
-from kuoro.config import load_projects
-from kuoro.corpus import Corpus
-from kuoro.datadir import DataDir
-from kuoro.metrics import RankingMetrics
-from kuoro.project import Project
+from kuoro.config.projects import load_projects
+from kuoro.corpus.documents import Corpus
+from kuoro.evaluation.metrics import RankingMetrics
+from kuoro.project.batch import suggest_corpus
+from kuoro.project.datadir import DataDir
+from kuoro.project.project import Project
 
 
 def evaluate(project: Project, corpus: Path) -> dict[str, float]:

@@ -23,14 +23,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from kuoro.backends import validate_params
+from kuoro.config.backends import validate_params
+from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates, feature_names
 from kuoro.fusion.fit import fit_fusion
 from kuoro.fusion.models import create_model
 from kuoro.fusion.predictor import top_rows
 from kuoro.fusion.tensors import to_batch
-from kuoro.metrics import RankingMetrics
-from kuoro.store import StoreBatch, SuggestionStore
+from kuoro.store.suggestion_store import StoreBatch, SuggestionStore
 
 KEEP = 100  # suggestions kept per document, as a source's default limit
 READ_BATCH = 512  # documents per store read when a method loads a whole store

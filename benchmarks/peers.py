@@ -37,14 +37,14 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kuoro.config import load_projects
-from kuoro.datadir import DataDir
+from kuoro.config.projects import load_projects
 from kuoro.errors import KuoroError
+from kuoro.evaluation.metrics import RankingMetrics, ranked_predictions
 from kuoro.fusion.candidates import build_candidates, candidate_recall
-from kuoro.metrics import RankingMetrics, ranked_predictions
-from kuoro.project import Project
-from kuoro.store import StoreBatch, SuggestionStore
-from kuoro.store_builder import build_store
+from kuoro.project.datadir import DataDir
+from kuoro.project.project import Project
+from kuoro.store.builder import build_store
+from kuoro.store.suggestion_store import StoreBatch, SuggestionStore
 from peer_methods import (
     CombMNZ,
     DensePeer,

@@ -36,12 +36,12 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-from kuoro.batch_suggest import suggest_corpus
-from kuoro.config import load_projects
-from kuoro.corpus import Corpus
-from kuoro.datadir import DataDir
-from kuoro.metrics import RankingMetrics
-from kuoro.project import Project
+from kuoro.config.projects import load_projects
+from kuoro.corpus.documents import Corpus
+from kuoro.evaluation.metrics import RankingMetrics
+from kuoro.project.batch import suggest_corpus
+from kuoro.project.datadir import DataDir
+from kuoro.project.project import Project
 
 TOKEN = "benchmark-token"
 

@@ -34,7 +34,7 @@ import numpy as np
 SHORT_TEXT = "Kirjastojen historia ja lukemisen muutos Suomessa"
 # `kuoro serve` for a checkout where cli.py does not register the command (yet).
 SERVE = (
-    "import sys; from kuoro.cli import cli, main; from kuoro.cli_serve import serve_command\n"
+    "import sys; from kuoro.cli.app import cli, main; from kuoro.cli.serve import serve_command\n"
     "if 'serve' not in cli.commands: cli.add_command(serve_command)\n"
     "sys.exit(main())"
 )

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from kuoro.store import SuggestionStore
+from kuoro.store.suggestion_store import SuggestionStore
 from synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,10 +109,10 @@ def child_read(path: Path) -> dict[str, Any]:
 def child_build_real(
     path: Path, project_ids: list[str], datadir: Path, projects_file: Path, corpus: Path, jobs: int
 ) -> dict[str, Any]:
-    from kuoro.config import load_projects
-    from kuoro.datadir import DataDir
-    from kuoro.project import Project
-    from kuoro.store_builder import build_store
+    from kuoro.config.projects import load_projects
+    from kuoro.project.datadir import DataDir
+    from kuoro.project.project import Project
+    from kuoro.store.builder import build_store
 
     configs = load_projects(projects_file)
     projects = [Project(configs[p], DataDir(datadir)) for p in project_ids]
@@ -158,9 +158,9 @@ def row(label: str, path: Path, write: dict[str, Any], read: dict[str, Any]) -> 
 
 
 def trained_projects(project_ids: list[str], datadir: Path, projects_file: Path) -> list[str]:
-    from kuoro.config import load_projects
-    from kuoro.datadir import DataDir
-    from kuoro.project import Project
+    from kuoro.config.projects import load_projects
+    from kuoro.project.datadir import DataDir
+    from kuoro.project.project import Project
 
     configs = load_projects(projects_file)
     return [p for p in project_ids if Project(configs[p], DataDir(datadir)).is_trained]
@@ -191,7 +191,7 @@ def deltas(matrix: sp.csr_matrix) -> np.ndarray:
 
 
 def rankings(matrix: sp.csr_matrix) -> list[np.ndarray]:
-    from kuoro.ranking import rank_row
+    from kuoro.util.ranking import rank_row
 
     return [
         rank_row(matrix.indices[a:b], matrix.data[a:b], 1000)[0]
@@ -202,7 +202,7 @@ def rankings(matrix: sp.csr_matrix) -> list[np.ndarray]:
 def precision_table(path: Path) -> list[str]:
     """What storing scores at lower precision would change in the mean of the sources' rankings
     (the fusion's starting point), and what it would save on disk."""
-    from kuoro.metrics import RankingMetrics
+    from kuoro.evaluation.metrics import RankingMetrics
 
     with SuggestionStore.open(path) as store:
         batches = list(store.batches(store.chunk_size))
@@ -330,7 +330,7 @@ def main() -> None:
             )
             notes.append(
                 "Score precision, on the real store: the mean of the sources ranked with each "
-                "score format (metrics: kuoro.metrics at limit 10, as `kuoro eval`).\n\n"
+                "score format (metrics: kuoro.evaluation.metrics at limit 10, as `kuoro eval`).\n\n"
                 + "\n".join(precision_table(built))
             )
     finally:

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from kuoro.vocab import Vocabulary
-from kuoro.vocab_formats import read_vocabulary
+from kuoro.vocab.formats import read_vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

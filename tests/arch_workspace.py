@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kuoro.cli import main
-from kuoro.config import load_projects
-from kuoro.datadir import DataDir
-from kuoro.project import Project
+from kuoro.config.projects import load_projects
+from kuoro.project.datadir import DataDir
+from kuoro.project.project import Project
 
 from conftest import SHARED_DATA
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from kuoro.corpus import Corpus, Document
-from kuoro.vocab import Vocabulary
-from kuoro.vocab_formats import read_vocabulary
+from kuoro.corpus.documents import Corpus, Document
+from kuoro.vocab.formats import read_vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 from conftest import SHARED_DATA
 

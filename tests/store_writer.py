@@ -15,7 +15,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from kuoro.store import SuggestionStore
+from kuoro.store.suggestion_store import SuggestionStore
 
 VOCAB_SIZE = 5000
 SOURCES = ("alpha", "beta", "gamma")

@@ -15,7 +15,7 @@ from kuoro.analyzers import (
     analyzer_languages,
     make_analyzer,
 )
-from kuoro.config import parse_analyzer
+from kuoro.config.projects import parse_analyzer
 from kuoro.errors import ConfigError
 
 from conftest import SHARED_DATA, requires_shared_data

@@ -24,9 +24,9 @@ import httpx
 import pytest
 
 from kuoro.cli import main
-from kuoro.config import load_projects
-from kuoro.datadir import DataDir
-from kuoro.project import Project
+from kuoro.config.projects import load_projects
+from kuoro.project.datadir import DataDir
+from kuoro.project.project import Project
 
 from annif_server import ANNIF_VERSION, AnnifProject, AnnifServer, AnnifUnavailable, ensure_annif
 from conftest import SHARED_DATA, requires_shared_data
@@ -68,7 +68,7 @@ sources = "yso-tfidf,yso-lexical"
 max_epochs = 3
 """
 SERVE = (
-    "import sys; from kuoro.cli import cli, main; from kuoro.cli_serve import serve_command\n"
+    "import sys; from kuoro.cli.app import cli, main; from kuoro.cli.serve import serve_command\n"
     "if 'serve' not in cli.commands: cli.add_command(serve_command)\n"
     "sys.exit(main())"
 )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kuoro.annif_import import import_annif_config
-from kuoro.config import SourceRef, load_projects
+from kuoro.config.annif_import import import_annif_config
+from kuoro.config.projects import SourceRef, load_projects
 from kuoro.errors import ConfigError, NotFoundError
 
 if sys.version_info >= (3, 11):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kuoro.cli import main
-from kuoro.datadir import DataDir
+from kuoro.project.datadir import DataDir
 
 from arch_workspace import kuoro, make_workspace
 from conftest import requires_shared_data

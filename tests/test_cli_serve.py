@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import kuoro.server
+import kuoro.server.app
 from kuoro.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -20,7 +20,7 @@ def served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     import uvicorn
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(kuoro.server, "create_app", lambda *args, **kwargs: "app")
+    monkeypatch.setattr(kuoro.server.app, "create_app", lambda *args, **kwargs: "app")
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
     (tmp_path / "projects.toml").write_text("", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
@@ -38,7 +38,7 @@ def test_learn_token_is_read_from_the_environment(
     served: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(kuoro.server, "create_app", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(kuoro.server.app, "create_app", lambda *args, **kwargs: seen.update(kwargs))
     monkeypatch.setenv("KUORO_LEARN_TOKEN", "s3cret")
     assert main(["serve"]) == 0
     assert seen["learn_token"] == "s3cret"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from kuoro.cli import main
-from kuoro.cli_context import Context
-from kuoro.model_files import read_model
+from kuoro.cli.context import Context
+from kuoro.project.model_files import read_model
 
 from arch_workspace import ARCH, kuoro
 from conftest import requires_shared_data

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kuoro.backends import BACKENDS, PROJECT_KEYS, validate_params
-from kuoro.config import (
+from kuoro.config.backends import BACKENDS, PROJECT_KEYS, validate_params
+from kuoro.config.projects import (
     PROJECT_SETTINGS,
     ProjectConfig,
     SourceRef,

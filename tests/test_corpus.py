@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from kuoro.corpus import Corpus, CorpusReport, Document
+from kuoro.corpus.documents import Corpus, CorpusReport, Document
 from kuoro.errors import CorpusError
-from kuoro.vocab import Vocabulary
-from kuoro.vocab_formats import read_vocabulary
+from kuoro.vocab.formats import read_vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 from conftest import SHARED_DATA, requires_shared_data
 
@@ -50,7 +50,7 @@ def vocab() -> FakeVocabulary:
 
 @pytest.fixture
 def warnings(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="kuoro.corpus")
+    caplog.set_level(logging.INFO, logger="kuoro.corpus.documents")
     return caplog
 
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from kuoro.cli import main
-from kuoro.corpus import Corpus
-from kuoro.vocab import Vocabulary
+from kuoro.corpus.documents import Corpus
+from kuoro.vocab.vocabulary import Vocabulary
 
 from arch_workspace import kuoro, make_workspace
 from conftest import requires_shared_data

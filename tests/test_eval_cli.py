@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from kuoro.cli import main
-from kuoro.cli_indexing import EVAL_METRICS, MISSING_SUBJECTS
-from kuoro.config import load_projects
-from kuoro.corpus import Corpus
-from kuoro.datadir import DataDir
-from kuoro.metrics import RankingMetrics
-from kuoro.project import Project
+from kuoro.cli.indexing import EVAL_METRICS, MISSING_SUBJECTS
+from kuoro.config.projects import load_projects
+from kuoro.corpus.documents import Corpus
+from kuoro.evaluation.metrics import RankingMetrics
+from kuoro.project.datadir import DataDir
+from kuoro.project.project import Project
 
 from arch_workspace import ARCH, kuoro
 from conftest import requires_shared_data

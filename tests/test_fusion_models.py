@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.fusion.candidates import ConceptPrior, build_candidates, feature_names
 from kuoro.fusion.losses import (
     bce_loss,
@@ -27,7 +28,6 @@ from kuoro.fusion.models import (
     make_optimizers,
 )
 from kuoro.fusion.tensors import CandidateBatch, to_batch
-from kuoro.metrics import RankingMetrics
 
 from conftest import load_benchmark
 
@@ -68,7 +68,7 @@ class Split:
         self.gold = [[list(gold[i].indices) for i in range(start, stop)] for start, stop in bounds]
 
     def ndcg_at_10(self, model: torch.nn.Module, n_concepts: int) -> float:
-        """nDCG@10 by kuoro.metrics over sparse rows rebuilt from the candidates' scores."""
+        """nDCG@10 by kuoro.evaluation.metrics over sparse rows made from the candidates' scores."""
         metrics = RankingMetrics(limit=10)
         model.eval()
         with torch.no_grad():

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from kuoro.cli import main
-from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.fit import split_positions
-from kuoro.model_files import read_model
-from kuoro.project import Project
+from kuoro.project.datadir import DataDir
+from kuoro.project.model_files import read_model
+from kuoro.project.project import Project
 
 from arch_workspace import ARCH, kuoro, make_workspace, open_project
 from conftest import requires_shared_data
@@ -212,7 +212,7 @@ def test_validation_split_is_disjoint_and_complete() -> None:
 def test_training_never_reads_held_out_documents(
     workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kuoro.store import SuggestionStore
+    from kuoro.store.suggestion_store import SuggestionStore
 
     data = DataDir(tmp_path / "data")
     shutil.copytree(workspace / "data", data.root)
@@ -273,9 +273,9 @@ def test_untrained_source_is_named(workspace: Path, tmp_path: Path) -> None:
 
 def test_source_projects_do_not_import_torch(workspace: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from kuoro.config import load_projects; "
-        "from kuoro.datadir import DataDir; from kuoro.project import Project; "
-        "import kuoro.cli_indexing; "
+        "import sys; from pathlib import Path; from kuoro.config.projects import load_projects; "
+        "from kuoro.project.datadir import DataDir; from kuoro.project.project import Project; "
+        "import kuoro.cli.indexing; "
         f"w = Path({str(workspace)!r}); p = load_projects(w / 'projects.toml'); "
         "Project(p['tfidf-stem'], DataDir(w / 'data'), p).suggest(['kivikausi']); "
         "assert 'torch' not in sys.modules, 'torch imported'"
@@ -361,7 +361,7 @@ def test_learn_is_refused_where_there_is_nothing_to_update(workspace: Path) -> N
 def test_suggesting_reads_the_numpy_model_without_torch_and_matches_torch(
     workspace: Path,
 ) -> None:
-    from kuoro.fusion_loader import load_fusion
+    from kuoro.project.fusion_loader import load_fusion
 
     project = open_project(workspace, "fusion-kuoro")
     version_dir, manifest = read_model(project.model_dir, project.project_id)
@@ -373,8 +373,8 @@ def test_suggesting_reads_the_numpy_model_without_torch_and_matches_torch(
     assert np.array_equal(numpy_rows.indices, torch_rows.indices)
     assert np.allclose(numpy_rows.data, torch_rows.data, atol=1e-5, rtol=0)
     code = (
-        "import sys; from pathlib import Path; from kuoro.config import load_projects; "
-        "from kuoro.datadir import DataDir; from kuoro.project import Project; "
+        "import sys; from pathlib import Path; from kuoro.config.projects import load_projects; "
+        "from kuoro.project.datadir import DataDir; from kuoro.project.project import Project; "
         f"w = Path({str(workspace)!r}); p = load_projects(w / 'projects.toml'); "
         "rows = Project(p['fusion-kuoro'], DataDir(w / 'data'), p).suggest(['kivikausi']); "
         "assert rows.nnz > 0; assert 'torch' not in sys.modules, 'torch imported'"

@@ -13,11 +13,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kuoro.backends import validate_params
-from kuoro.cli import cli, main
-from kuoro.cli_tuning import hyperopt_command
+from kuoro.cli.app import cli, main
+from kuoro.cli.tuning import hyperopt_command
+from kuoro.config.backends import validate_params
 from kuoro.errors import KuoroError
-from kuoro.hyperopt import (
+from kuoro.evaluation.hyperopt import (
     BASELINE,
     MIN_IMPORTANCE_TRIALS,
     PruningCallback,
@@ -28,7 +28,7 @@ from kuoro.hyperopt import (
     run_hyperopt,
     search_space,
 )
-from kuoro.project import Project
+from kuoro.project.project import Project
 from kuoro.training.callbacks import TrainingState
 
 from arch_workspace import kuoro, make_workspace, open_project

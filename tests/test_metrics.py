@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from kuoro.metrics import ANNIF_ORDER, RankingMetrics, SubjectResult, ranked_predictions
+from kuoro.evaluation.metrics import ANNIF_ORDER, RankingMetrics, SubjectResult, ranked_predictions
 
 
 def row(pairs: dict[int, float], width: int = 20) -> sp.csr_matrix:

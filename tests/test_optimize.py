@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from kuoro.cli import cli, main
-from kuoro.cli_indexing import optimize_command
-from kuoro.metrics import RankingMetrics
-from kuoro.optimize import (
+from kuoro.cli.app import cli, main
+from kuoro.cli.indexing import optimize_command
+from kuoro.evaluation.metrics import RankingMetrics
+from kuoro.evaluation.optimize import (
     DEFAULT_LIMITS,
     DEFAULT_THRESHOLDS,
     GridPoint,

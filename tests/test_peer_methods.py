@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from kuoro.metrics import RankingMetrics
-from kuoro.store import StoreBatch, SuggestionStore
+from kuoro.evaluation.metrics import RankingMetrics
+from kuoro.store.suggestion_store import StoreBatch, SuggestionStore
 
 from conftest import load_benchmark
 

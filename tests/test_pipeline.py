@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from kuoro.cli import main
-from kuoro.config import ProjectConfig, load_projects
-from kuoro.datadir import DataDir
+from kuoro.config.projects import ProjectConfig, load_projects
 from kuoro.errors import ModelError
-from kuoro.project import Project
-from kuoro.vocab import Vocabulary
+from kuoro.project.datadir import DataDir
+from kuoro.project.project import Project
+from kuoro.vocab.vocabulary import Vocabulary
 
 from arch_workspace import ARCH, kuoro
 from conftest import requires_shared_data

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from tqdm import tqdm
 
-from kuoro.cli import _configure_logging
-from kuoro.progress import count_documents
-from kuoro.wording import plural
+from kuoro.cli.app import _configure_logging
+from kuoro.util.progress import count_documents
+from kuoro.util.wording import plural
 
 
 def test_a_warning_printed_during_a_progress_bar_gets_a_line_of_its_own(

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from kuoro.backends import parameter_table
+from kuoro.config.backends import parameter_table
 
 from conftest import SHARED_DATA, requires_shared_data
 
@@ -19,7 +19,7 @@ def test_parameter_table_matches_the_catalogue() -> None:
     end = text.index("\n<!-- parameter-table:end -->")
     assert text[start:end] == parameter_table(), (
         "README's parameter table is out of date; regenerate it from "
-        "kuoro.backends.parameter_table()"
+        "kuoro.config.backends.parameter_table()"
     )
 
 

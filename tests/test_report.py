@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from kuoro.cli import cli, main
-from kuoro.cli_tuning import report_command
-from kuoro.corpus import Corpus
-from kuoro.hyperopt import run_hyperopt
-from kuoro.metrics import RankingMetrics
-from kuoro.project import Project
-from kuoro.ranking import rank_row
-from kuoro.report import SECTIONS, WORST_DOCUMENTS, write_report
+from kuoro.cli.app import cli, main
+from kuoro.cli.tuning import report_command
+from kuoro.corpus.documents import Corpus
+from kuoro.evaluation.hyperopt import run_hyperopt
+from kuoro.evaluation.metrics import RankingMetrics
+from kuoro.evaluation.report import SECTIONS, WORST_DOCUMENTS, write_report
+from kuoro.project.project import Project
+from kuoro.util.ranking import rank_row
 
 from arch_workspace import ARCH, kuoro, make_workspace, open_project
 from conftest import requires_shared_data
@@ -266,8 +266,8 @@ def test_search_plot_numbers_trials_with_integers(monkeypatch: pytest.MonkeyPatc
     import optuna
     from optuna.trial import create_trial
 
-    from kuoro import report as report_module
-    from kuoro.hyperopt import HyperoptResult
+    from kuoro.evaluation import report as report_module
+    from kuoro.evaluation.hyperopt import HyperoptResult
 
     study = optuna.create_study(direction="maximize")
     for value in (0.40, 0.45, 0.43):

@@ -21,11 +21,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kuoro.cli import main
-from kuoro.config import ProjectConfig, load_projects
-from kuoro.datadir import DataDir
+from kuoro.config.projects import ProjectConfig, load_projects
 from kuoro.errors import KuoroError
-from kuoro.project import Project
-from kuoro.server import create_app
+from kuoro.project.datadir import DataDir
+from kuoro.project.project import Project
+from kuoro.server.app import create_app
 from kuoro.sources.registry import source_class
 
 from arch_workspace import ARCH, FUSION_DOCS, kuoro, make_workspace, open_project
@@ -83,7 +83,7 @@ access = "private"
 PUBLIC = ["tfidf-stem", "tfidf-words", "fusion", "untrained"]
 # What `python -m kuoro.cli serve` is, until cli.py registers the command itself.
 SERVE = (
-    "import sys; from kuoro.cli import cli, main; from kuoro.cli_serve import serve_command\n"
+    "import sys; from kuoro.cli.app import cli, main; from kuoro.cli.serve import serve_command\n"
     "if 'serve' not in cli.commands: cli.add_command(serve_command)\n"
     "sys.exit(main())"
 )
@@ -642,9 +642,9 @@ def test_serve_options_reach_the_app_and_uvicorn(
     import uvicorn
     from click.testing import CliRunner
 
-    from kuoro import server as server_module
-    from kuoro.cli import cli
-    from kuoro.cli_serve import serve_command
+    from kuoro.cli.app import cli
+    from kuoro.cli.serve import serve_command
+    from kuoro.server import app as server_module
 
     if "serve" not in cli.commands:
         monkeypatch.setitem(cli.commands, "serve", serve_command)

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from kuoro.cli import main
-from kuoro.config import load_projects
-from kuoro.datadir import DataDir
-from kuoro.server import create_app
+from kuoro.config.projects import load_projects
+from kuoro.project.datadir import DataDir
+from kuoro.server.app import create_app
 
 from conftest import SHARED_DATA, requires_shared_data
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from kuoro.analyzers import make_analyzer
-from kuoro.corpus import Document
+from kuoro.corpus.documents import Document
 from kuoro.errors import ModelError, SourceError
-from kuoro.model_files import read_model, write_model
+from kuoro.project.model_files import read_model, write_model
 from kuoro.sources.fasttext import FasttextSource
-from kuoro.vocab import Vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 from conftest import SHARED_DATA, requires_shared_data
 from source_helpers import Split, archaeology_split, hits_at

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from kuoro.analyzers import make_analyzer
-from kuoro.corpus import Corpus
+from kuoro.corpus.documents import Corpus
 from kuoro.errors import ModelError, SourceError
-from kuoro.model_files import read_model, write_model
+from kuoro.project.model_files import read_model, write_model
 from kuoro.sources.file import FileSource
-from kuoro.vocab import Vocabulary
-from kuoro.vocab_formats import read_vocabulary
+from kuoro.vocab.formats import read_vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 from conftest import SHARED_DATA, requires_shared_data
 

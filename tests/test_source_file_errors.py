@@ -10,7 +10,7 @@ import pytest
 from kuoro.analyzers import make_analyzer
 from kuoro.errors import SourceError
 from kuoro.sources.file import FileSource
-from kuoro.vocab import Vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 VOCAB = Vocabulary("v", ["http://ex/a", "http://ex/b"], {"en": ["A", "B"]})
 

@@ -9,12 +9,12 @@ import pytest
 import scipy.sparse as sp
 
 from kuoro.analyzers import SimpleAnalyzer, SimplemmaAnalyzer, make_analyzer
-from kuoro.corpus import Corpus, Document
+from kuoro.corpus.documents import Corpus, Document
 from kuoro.errors import ModelError, SourceError
-from kuoro.model_files import read_model, write_model
+from kuoro.project.model_files import read_model, write_model
 from kuoro.sources.lexical import FEATURES, LabelIndex, LexicalSource, label_texts
-from kuoro.vocab import Vocabulary
-from kuoro.vocab_formats import read_vocabulary
+from kuoro.vocab.formats import read_vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 from conftest import SHARED_DATA, requires_shared_data
 from source_helpers import Split, archaeology_split

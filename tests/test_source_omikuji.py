@@ -13,12 +13,12 @@ import pytest
 import scipy.sparse as sp
 
 from kuoro.analyzers import make_analyzer
-from kuoro.backends import BACKENDS
-from kuoro.corpus import Corpus, Document
+from kuoro.config.backends import BACKENDS
+from kuoro.corpus.documents import Corpus, Document
 from kuoro.errors import CorpusError, ModelError
-from kuoro.model_files import read_model, write_model
+from kuoro.project.model_files import read_model, write_model
 from kuoro.sources.omikuji import OmikujiSource, write_training_file
-from kuoro.vocab_formats import read_vocabulary
+from kuoro.vocab.formats import read_vocabulary
 
 from conftest import SHARED_DATA, requires_shared_data
 from source_helpers import Split, archaeology_split, hits_at

@@ -17,13 +17,13 @@ import pytest
 import scipy.sparse as sp
 
 from kuoro.cli import main
-from kuoro.config import load_projects
-from kuoro.corpus import Corpus
-from kuoro.datadir import DataDir
-from kuoro.project import Project
-from kuoro.store import StoreBatch, StoreError, SuggestionStore
-from kuoro.store_builder import build_store, corpus_fingerprint, model_fingerprint
-from kuoro.vocab import Vocabulary
+from kuoro.config.projects import load_projects
+from kuoro.corpus.documents import Corpus
+from kuoro.project.datadir import DataDir
+from kuoro.project.project import Project
+from kuoro.store.builder import build_store, corpus_fingerprint, model_fingerprint
+from kuoro.store.suggestion_store import StoreBatch, StoreError, SuggestionStore
+from kuoro.vocab.vocabulary import Vocabulary
 
 from conftest import SHARED_DATA, requires_shared_data
 from store_writer import SOURCES, VOCAB_SIZE, document_rows, open_store
@@ -183,7 +183,8 @@ def test_bad_input_and_state_are_refused(tmp_path: Path) -> None:
 
 
 def test_prior_counts_committed_gold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("kuoro.store._PRIOR_EVERY", 3)  # the stored prior lags behind
+    # The stored prior lags behind.
+    monkeypatch.setattr("kuoro.store.suggestion_store._PRIOR_EVERY", 3)
     rng = np.random.default_rng(4)
     gold, a = random_rows(rng, 500, 3000, 50)
     path = tmp_path / "prior"

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.fusion.candidates import build_candidates, feature_names
-from kuoro.metrics import RankingMetrics
 from kuoro.training import (
     Callback,
     Checkpoint,
@@ -551,7 +551,7 @@ def candidate_batches(
 def reference(
     batches: list[CandidateBatch], scores: list[Tensor], golds: list[np.ndarray], **kw: Any
 ) -> dict[str, float]:
-    """kuoro.metrics (Annif's definitions) on the same scored candidates."""
+    """kuoro.evaluation.metrics (Annif's definitions) on the same scored candidates."""
     metrics = RankingMetrics(limit=10, **kw)
     start = 0
     for batch, s in zip(batches, scores, strict=True):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from kuoro.cli import main
-from kuoro.datadir import DataDir
-from kuoro.model_files import read_model
+from kuoro.project.datadir import DataDir
+from kuoro.project.model_files import read_model
 
 from arch_workspace import kuoro, make_workspace, open_project
 from conftest import requires_shared_data
@@ -138,7 +138,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(work: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from kuoro.datadir import DataDir; "
+            "import sys, time; from kuoro.project.datadir import DataDir; "
             f"DataDir({str(work / 'data')!r}).project_lock('tfidf-stem').acquire_or_fail('');"
             "print('locked', flush=True); time.sleep(60)",
         ],

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import kuoro
-from kuoro.datadir import DataDir
 from kuoro.errors import KuoroError, NotFoundError, VocabularyError
-from kuoro.vocab import Vocabulary
-from kuoro.vocab_formats import read_vocabulary
+from kuoro.project.datadir import DataDir
+from kuoro.vocab.formats import read_vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 from conftest import SHARED_DATA, requires_shared_data
 
@@ -382,7 +382,7 @@ class TestUntrustedFiles:
         path = write(tmp_path / f"bomb{suffix}", ENTITY_BOMB)
         assert len(ENTITY_BOMB) < 1300
         # In a child process, so that a regression fails the test instead of hanging it.
-        code = f"from kuoro.vocab_formats import read_vocabulary; read_vocabulary({str(path)!r})"
+        code = f"from kuoro.vocab.formats import read_vocabulary; read_vocabulary({str(path)!r})"
         env = {**os.environ, "PYTHONPATH": str(Path(kuoro.__file__).parents[1])}
         started = time.perf_counter()
         try:

@@ -28,7 +28,7 @@ from kuoro.fusion.models import (
     make_optimizers,
 )
 from kuoro.fusion.tensors import CandidateBatch, to_batch
-from kuoro.store import StoreBatch, SuggestionStore
+from kuoro.store.suggestion_store import StoreBatch, SuggestionStore
 from kuoro.training import EarlyStopping, History, NDCGAtK, ProgressBar, Trainer
 from kuoro.training.callbacks import CHECKPOINT_STATE, Callback, Checkpoint
 

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from kuoro.atomic import atomic_write
 from kuoro.errors import ModelError
 from kuoro.fusion.candidates import Candidates, feature_names
+from kuoro.util.atomic import atomic_write
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

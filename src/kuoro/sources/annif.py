@@ -22,10 +22,10 @@ import scipy.sparse as sp
 
 from kuoro import __version__
 from kuoro.analyzers import Analyzer
-from kuoro.corpus import Document
+from kuoro.corpus.documents import Document
 from kuoro.errors import ModelError, SourceError
 from kuoro.sources.base import Source, rows_to_csr
-from kuoro.vocab import Vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 log = logging.getLogger("kuoro.sources.annif")
 

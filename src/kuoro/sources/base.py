@@ -1,9 +1,10 @@
 """The Source interface: a base indexing model that suggests each document's top-K concepts.
 
 A source follows scikit-learn's conventions: parameters are keyword arguments of ``__init__``
-(the names and defaults of :mod:`kuoro.backends`), ``fit`` learns from a corpus, learned state
-ends in ``_``. ``suggest`` returns one sparse row per text over the whole vocabulary, holding
-at most ``top_k`` scores in [0, 1]; nothing dense of the vocabulary's size is kept per document.
+(the names and defaults of :mod:`kuoro.config.backends`), ``fit`` learns from a corpus,
+learned state ends in ``_``. ``suggest`` returns one sparse row per text over the whole
+vocabulary, holding at most ``top_k`` scores in [0, 1]; nothing dense of the vocabulary's size
+is kept per document.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from kuoro.analyzers import Analyzer
-from kuoro.corpus import Document
-from kuoro.vocab import Vocabulary
+from kuoro.corpus.documents import Document
+from kuoro.vocab.vocabulary import Vocabulary
 
 
 class Suggester(Protocol):

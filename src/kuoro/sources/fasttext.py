@@ -26,11 +26,11 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from kuoro.analyzers import Analyzer
-from kuoro.corpus import Document
+from kuoro.corpus.documents import Document
 from kuoro.errors import ModelError, SourceError
-from kuoro.model_files import file_sha256
+from kuoro.project.model_files import file_sha256
 from kuoro.sources.base import Source
-from kuoro.vocab import Vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 _LABEL = "__label__"
 _MODEL_FILE = "model.bin"

@@ -23,11 +23,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from kuoro.analyzers import Analyzer
-from kuoro.corpus import Document
+from kuoro.corpus.documents import Document
 from kuoro.errors import ModelError, SourceError
 from kuoro.sources.base import Source
-from kuoro.vocab import Vocabulary
-from kuoro.wording import plural
+from kuoro.util.wording import plural
+from kuoro.vocab.vocabulary import Vocabulary
 
 log = logging.getLogger("kuoro.sources.file")
 

@@ -34,11 +34,11 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from kuoro.analyzers import Analyzer, SimplemmaAnalyzer, simplemma_version
-from kuoro.corpus import Document
+from kuoro.corpus.documents import Document
 from kuoro.errors import ModelError, SourceError
 from kuoro.sources.base import Source, rows_to_csr
-from kuoro.vocab import Vocabulary
-from kuoro.wording import plural
+from kuoro.util.wording import plural
+from kuoro.vocab.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 

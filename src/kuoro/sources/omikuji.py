@@ -22,12 +22,12 @@ import scipy.sparse as sp
 import sklearn
 
 from kuoro.analyzers import Analyzer
-from kuoro.corpus import Document
+from kuoro.corpus.documents import Document
 from kuoro.errors import CorpusError, ModelError, SourceError
-from kuoro.model_files import file_sha256
+from kuoro.project.model_files import file_sha256
 from kuoro.sources.base import Source, rows_to_csr
 from kuoro.sources.features import TfidfFeatures, damaged, fit_features
-from kuoro.vocab import Vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 _MODEL_DIR = "omikuji"
 _STATE = "omikuji-state.json"

@@ -20,11 +20,11 @@ import sklearn
 from sklearn.preprocessing import normalize
 
 from kuoro.analyzers import Analyzer
-from kuoro.corpus import Document
+from kuoro.corpus.documents import Document
 from kuoro.errors import CorpusError, ModelError
 from kuoro.sources.base import Source
 from kuoro.sources.features import TfidfFeatures, damaged, fit_features
-from kuoro.vocab import Vocabulary
+from kuoro.vocab.vocabulary import Vocabulary
 
 _PROFILES = "profiles.npz"
 _STATE = "tfidf.json"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from tqdm import tqdm
 
-from kuoro.atomic import atomic_write
+from kuoro.util.atomic import atomic_write
 
 if TYPE_CHECKING:
     from kuoro.training.trainer import Trainer

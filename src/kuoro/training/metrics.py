@@ -5,7 +5,7 @@ the Trainer resets every metric before validation, updates it with each validati
 ``predict_fn`` outputs and reads ``compute()`` at the end.
 
 The ranking metrics score candidate batches (see ``RankingBatch``) with the definitions of
-``kuoro.metrics`` (Annif's), so that the number early stopping watches is the one
+``kuoro.evaluation.metrics`` (Annif's), so that the number early stopping watches is the one
 ``kuoro eval`` reports:
 
 * a document's predictions are its candidates scoring > 0 (with ``threshold`` t > 0: ≥ t),

@@ -1,0 +1,1 @@
+"""Configured projects bound to a data directory: training, model files, suggesting."""

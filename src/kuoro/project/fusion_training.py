@@ -1,0 +1,527 @@
+"""Fusion projects: train on the sources' suggestions and learn from new documents.
+
+A fusion project runs its trained sources over a corpus into a suggestion store (reused while
+sources and corpus are unchanged) and trains its model on the store. The model directory holds
+the weights (``model.pt`` for torch, loaded with ``weights_only``; ``fusion.npz`` for
+suggesting without torch, see ``fusion_loader``), the concept prior, the split of the
+store into trained and held-out documents, the training history, and in the manifest the
+fingerprints of the vocabulary, each source and the store, so that loading can say exactly
+what changed since. Training saves every epoch next to the store (``ID.training``): a
+``train`` that was interrupted and is run again on the same data and parameters goes on after
+its last finished epoch, to the same model an uninterrupted run gives.
+
+``learn`` starts from the trained weights and trains on the new documents together with the
+original training documents (replayed from the store when it is still the one trained on),
+choosing the epoch on the original held-out documents; the model it started from is kept
+unless an epoch beats it there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kuoro.errors import KuoroError, ModelError
+from kuoro.fusion.fit import (
+    FitInfo,
+    StorePart,
+    build_model,
+    fit_fusion,
+    gold_counts,
+    split_positions,
+    train_fusion_model,
+)
+from kuoro.fusion.numpy_model import NumpyFusion, export_arrays
+from kuoro.project.fusion_loader import (
+    HISTORY,
+    NUMPY,
+    PRIOR,
+    SPLIT,
+    WEIGHTS,
+    config_dict,
+    load_prior,
+    trained_sources,
+)
+from kuoro.project.model_files import read_model, write_model
+from kuoro.store.builder import (
+    CORPUS_FINGERPRINT,
+    build_store,
+    corpus_fingerprint,
+    model_fingerprint,
+    open_shared_store,
+)
+from kuoro.store.suggestion_store import SuggestionStore
+from kuoro.training.callbacks import CHECKPOINT_STATE, CheckpointError
+from kuoro.util.atomic import atomic_write
+from kuoro.util.wording import plural
+
+if TYPE_CHECKING:
+    from kuoro.project.project import Project, TrainingSummary
+
+log = logging.getLogger(__name__)
+RUN = "run.json"  # in the checkpoint directory: what the run it holds trained on, and how
+# A quick learn (the REST API's): at most this many epochs, over the new documents and a sample
+# of the original ones, QUICK_REPLAY_RATIO times as many as the new ones (at least the minimum).
+QUICK_EPOCHS, QUICK_REPLAY_RATIO, QUICK_REPLAY_MIN = 3, 4, 256
+
+
+def train_fusion(
+    project: Project,
+    corpus_paths: Sequence[Path],
+    *,
+    jobs: int = 1,
+    progress: bool = False,
+    cached: bool = True,
+    device: str = "auto",
+) -> TrainingSummary:
+    """Fill (or reuse) the project's store for the corpora and train its model on it."""
+    sources = trained_sources(project)
+    params = dict(project.config.params)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        store, held_out = stack.enter_context(
+            training_stores(
+                project, sources, corpus_paths, jobs=jobs, cached=cached, progress=progress
+            )
+        )
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
+        documents = plural(len(store), "document")
+        log.info("training fusion model '%s' on %s", project.project_id, documents)
+        checkpoints = None
+        if project.config.backend != "mean":  # which trains nothing
+            checkpoints = _checkpoint_dir(project, store, held_out, resume=cached)
+
+        def fit() -> tuple[nn.Module, FitInfo]:
+            return fit_fusion(
+                store,
+                params,
+                project.config.backend,
+                [ref.weight for ref in project.config.sources],
+                seed=int(params.get("seed", 0)),  # type: ignore[call-overload]
+                progress=progress,
+                device=device,
+                validation_store=held_out,
+                history_path=scratch / HISTORY,
+                checkpoint_dir=checkpoints,
+            )
+
+        try:
+            model, info = fit()
+        except CheckpointError as exc:
+            assert checkpoints is not None
+            log.warning("%s; discarding it and training from the start", exc)
+            (scratch / HISTORY).unlink(missing_ok=True)
+            checkpoints = _checkpoint_dir(project, store, held_out, resume=False)
+            model, info = fit()
+        training = {
+            "corpus": [str(p) for p in corpus_paths],
+            "documents": len(store),
+            "store": store.path.relative_to(project.datadir.root).as_posix(),
+            "store_fingerprints": store.fingerprints,
+            "separate_validation": held_out is not None,
+            **info.summary(),
+        }
+        summary = _save(project, sources, model, info, training, scratch, started, store)
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return summary
+
+
+def learn_fusion(
+    project: Project,
+    corpus_paths: Sequence[Path],
+    *,
+    jobs: int = 1,
+    progress: bool = False,
+    device: str = "auto",
+    quick: bool = False,
+) -> TrainingSummary:
+    """Update the project's trained model with the documents of ``corpus_paths``.
+
+    ``quick``: a few bounded epochs over the new documents and a random sample of the
+    original ones (the REST API's ``learn``, which a client waits for); otherwise every
+    original document is replayed for up to ``max_epochs``.
+    """
+    pid = project.project_id
+    if project.config.backend == "mean":
+        raise KuoroError(f"project '{pid}' (backend 'mean') learns nothing; there is no model")
+    version_dir, manifest = read_model(project.model_dir, pid, "fusion")
+    model = load_torch_model(project, version_dir, manifest)
+    prior_counts = load_prior(project, version_dir, int(manifest["model"]["n_concepts"]))
+    sources = trained_sources(project, manifest)
+    params = dict(project.config.params)
+    seed = int(params.get("seed", 0))  # type: ignore[call-overload]
+    if quick:
+        params["max_epochs"] = min(int(params["max_epochs"]), QUICK_EPOCHS)  # type: ignore[call-overload]
+    started = time.perf_counter()
+    learn_path = project.datadir.learn_store_path(pid)
+    with ExitStack() as stack:
+        new = stack.enter_context(
+            _store(project, sources, learn_path, corpus_paths, jobs, False, progress)
+        )
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
+        if len(new) == 0:
+            raise KuoroError(f"no documents to learn from in {', '.join(map(str, corpus_paths))}")
+        if not gold_counts(StorePart(new, np.arange(len(new)))).any():
+            raise KuoroError(
+                f"none of the {len(new)} documents to learn from has a subject in the "
+                "vocabulary: there is nothing to learn from"
+            )
+        original = _original_store(project, manifest, version_dir)
+        if original is not None:
+            store, split = original
+            stack.enter_context(store)
+            replayed = split[0]
+            if quick:
+                size = min(len(replayed), max(QUICK_REPLAY_MIN, QUICK_REPLAY_RATIO * len(new)))
+                chosen = np.random.default_rng(seed).choice(len(replayed), size, replace=False)
+                replayed = np.sort(replayed[chosen])
+            train = [StorePart(store, replayed), StorePart(new, np.arange(len(new)))]
+            held_out = StorePart(store, split[1])
+            log.info(
+                "learning from %d new documents, replaying %d of the %d trained on; choosing "
+                "the epoch on the %d held out",
+                len(new),
+                len(replayed),
+                len(split[0]),
+                len(split[1]),
+            )
+        else:
+            trained, held = split_positions(len(new), params["validation"], seed)
+            train, held_out = [StorePart(new, trained)], StorePart(new, held)
+            log.warning(
+                "the store '%s' was trained on is gone or changed: learning from the %d new "
+                "documents alone, %d of them held out",
+                manifest["training"].get("store"),
+                len(trained),
+                len(held),
+            )
+        # The new documents trained on join the prior (held-out ones stay out of it, as in
+        # training, so that their scores do not see their own gold).
+        counts = prior_counts + sum(gold_counts(part) for part in train if part.store is new)
+        model, info = train_fusion_model(
+            model,
+            project.config.backend,
+            params,
+            train,
+            held_out,
+            counts,
+            seed=seed,
+            progress=progress,
+            device=device,
+            history_path=scratch / HISTORY,
+            must_improve=True,
+        )
+        training = dict(manifest["training"])
+        training["learnt"] = [
+            *training.get("learnt", []),
+            {
+                "corpus": [str(p) for p in corpus_paths],
+                "documents": len(new),
+                "replayed": original is not None,
+                "quick": quick,
+                **info.summary(),
+            },
+        ]
+        if original is None:
+            # Later learns cannot replay a store this model no longer matches.
+            training["store_fingerprints"] = None
+        summary = _save(project, sources, model, info, training, scratch, started, new)
+    if info.best_epoch == 0:
+        log.warning(
+            "no epoch beat the model learning started from on the held-out documents "
+            "(nDCG@10 %.4f); it was kept",
+            info.metrics.get("ndcg@10", float("nan")),
+        )
+    return summary
+
+
+# -- pieces ------------------------------------------------------------------------------------
+
+
+def _store(
+    project: Project,
+    sources: Sequence[Project],
+    path: Path,
+    corpus_paths: Sequence[Path],
+    jobs: int,
+    cached: bool,
+    progress: bool,
+) -> SuggestionStore:
+    return build_store(
+        path,
+        sources,
+        corpus_paths,
+        vocabulary=project.vocabulary,
+        language=project.config.language,
+        jobs=jobs,
+        cached=cached,
+        progress=progress,
+    )
+
+
+def _shared_store(
+    project: Project,
+    sources: Sequence[Project],
+    corpus_paths: Sequence[Path],
+    jobs: int,
+    cached: bool,
+    progress: bool,
+    legacy: Path,
+) -> SuggestionStore:
+    return open_shared_store(
+        project.datadir,
+        sources,
+        corpus_paths,
+        vocabulary=project.vocabulary,
+        language=project.config.language,
+        jobs=jobs,
+        cached=cached,
+        progress=progress,
+        legacy=[legacy],
+    )
+
+
+@contextmanager
+def training_stores(
+    project: Project,
+    sources: Sequence[Project],
+    corpus_paths: Sequence[Path],
+    *,
+    jobs: int = 1,
+    cached: bool = True,
+    progress: bool = False,
+) -> Iterator[tuple[SuggestionStore, SuggestionStore | None]]:
+    """The store of the corpora, and of the project's ``validation`` corpus when that
+    parameter is a path (else None), each filled from the sources or reused. Stores are
+    shared: fusion projects over the same sources and corpus use one."""
+    validation = project.config.params.get("validation")
+    legacy = project.datadir.legacy_store_path(project.project_id)
+    with ExitStack() as stack:
+        store = stack.enter_context(
+            _shared_store(project, sources, corpus_paths, jobs, cached, progress, legacy)
+        )
+        held_out = None
+        if isinstance(validation, str):
+            held_out_corpus = corpus_fingerprint(
+                [Path(validation)], language=project.config.language
+            )
+            if held_out_corpus == store.fingerprints.get(CORPUS_FINGERPRINT):
+                log.warning(
+                    "project '%s': the validation corpus %s is the training corpus: its "
+                    "documents are trained on, so they cannot tell when training overfits; "
+                    "give documents the model is not trained on",
+                    project.project_id,
+                    validation,
+                )
+                held_out = store
+            else:
+                legacy = legacy.with_name(f"{project.project_id}.validation.store")
+                held_out = stack.enter_context(
+                    _shared_store(
+                        project, sources, [Path(validation)], jobs, cached, progress, legacy
+                    )
+                )
+        yield store, held_out
+
+
+def training_context(
+    project: Project,
+    store: SuggestionStore,
+    held_out: SuggestionStore | None,
+    *,
+    exclude: Collection[str] = (),
+) -> dict[str, Any]:
+    """What training ``project`` on these stores depends on, as JSON values: the backend, the
+    parameters (less ``exclude``), the sources and their weights, the data's fingerprints.
+    Runs with equal contexts train alike; a hyperparameter search excludes what it varies."""
+    params = {k: v for k, v in project.config.params.items() if k not in exclude}
+    context = {
+        "backend": project.config.backend,
+        "parameters": params,
+        "sources": [[ref.project_id, ref.weight] for ref in project.config.sources],
+        "data": store.fingerprints,
+        "validation_data": None if held_out is None else held_out.fingerprints,
+    }
+    loaded: dict[str, Any] = json.loads(json.dumps(context))
+    return loaded
+
+
+def _checkpoint_dir(
+    project: Project,
+    store: SuggestionStore,
+    held_out: SuggestionStore | None,
+    *,
+    resume: bool,
+) -> Path:
+    """Where training saves every epoch, next to the store: a run of the same data and
+    parameters that an interrupted ``train`` left there is resumed (if ``resume``); any other
+    is discarded."""
+    directory = project.datadir.checkpoint_dir(project.project_id)
+    run = {**training_context(project, store, held_out), "torch": torch.__version__}
+    try:
+        saved = json.loads((directory / RUN).read_text(encoding="utf-8"))
+        epoch = json.loads((directory / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+        epoch = int(epoch["state"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        saved, epoch = None, 0
+    if resume and saved == run and epoch > 0:
+        log.warning(
+            "resuming the interrupted training of '%s' after epoch %d (%s)",
+            project.project_id,
+            epoch,
+            directory,
+        )
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    with atomic_write(directory / RUN) as out:
+        out.write(json.dumps(run, indent=1).encode())
+    return directory
+
+
+def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str, Any]) -> nn.Module:
+    """The trained torch model, in eval mode."""
+    pid = project.project_id
+    spec = manifest["model"]
+    try:
+        model = build_model(
+            spec["family"],
+            # Models saved before concept_sources existed were trained without it.
+            {"concept_sources": False, **manifest["params"]},
+            int(spec["n_concepts"]),
+            [s["weight"] for s in manifest["sources"]],
+            seed=0,
+        )
+        state = torch.load(version_dir / WEIGHTS, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # a damaged file, or one written by an incompatible version
+        reason = " ".join(str(exc).split())  # torch's messages run over several lines
+        raise ModelError(
+            f"project '{pid}': cannot load the fusion model in {version_dir}: {reason}; "
+            f"retrain '{pid}'"
+        ) from exc
+    return model.eval()
+
+
+def _original_store(
+    project: Project, manifest: Mapping[str, Any], version_dir: Path
+) -> tuple[SuggestionStore, tuple[np.ndarray, np.ndarray]] | None:
+    """The store the model was trained on and its (trained, held-out) split, if both remain."""
+    training = manifest["training"]
+    expected = training.get("store_fingerprints")
+    split_file = version_dir / SPLIT
+    if not expected or training.get("separate_validation") or not training.get("store"):
+        return None
+    path = project.datadir.recorded_store(training["store"], project.project_id)
+    if not ((path / "data.mdb").is_file() and split_file.is_file()):
+        return None
+    lock = project.datadir.store_lock(path).acquire_waiting(shared=True)
+    try:
+        store = SuggestionStore.open(path)
+    except BaseException:
+        lock.release()
+        raise
+    store.hold(lock.release)
+    if not store.complete or store.fingerprints != expected:
+        store.close()
+        return None
+    try:
+        with np.load(split_file, allow_pickle=False) as split:
+            trained, held_out = np.asarray(split["train"]), np.asarray(split["validation"])
+        for part in (trained, held_out):
+            if part.ndim != 1 or part.dtype.kind not in "iu":
+                raise ValueError(f"positions of shape {part.shape} and type {part.dtype}")
+            if len(part) and (part.min() < 0 or part.max() >= len(store)):
+                raise ValueError(f"positions outside the store's {len(store)} documents")
+    except Exception as exc:  # numpy's and zipfile's errors on a damaged file vary
+        store.close()
+        raise ModelError(
+            f"project '{project.project_id}': cannot read {split_file}: {exc}; "
+            f"retrain '{project.project_id}'"
+        ) from exc
+    return store, (trained.astype(np.int64), held_out.astype(np.int64))
+
+
+def _save(
+    project: Project,
+    sources: Sequence[Project],
+    model: nn.Module,
+    info: FitInfo,
+    training: dict[str, Any],
+    scratch: Path,
+    started: float,
+    store: SuggestionStore,
+) -> TrainingSummary:
+    """Save the model as the project's new current version; ``store``: what it learnt from."""
+    from kuoro.project.project import TrainingSummary
+
+    seconds = time.perf_counter() - started
+    params = dict(project.config.params)
+    metadata = {
+        "project_id": project.project_id,
+        "kind": "fusion",
+        "backend": project.config.backend,
+        "params": params,
+        "language": project.config.language,
+        "vocabulary": {
+            "name": project.vocabulary.name,
+            "size": len(project.vocabulary),
+            "fingerprint": project.vocabulary.fingerprint,
+        },
+        "sources": [
+            {
+                "project_id": ref.project_id,
+                "weight": ref.weight,
+                "fingerprint": model_fingerprint(source),
+                "config": config_dict(source.config),
+            }
+            for ref, source in zip(project.config.sources, sources, strict=True)
+        ],
+        "training": {**training, "seconds": round(seconds, 3)},
+        "model": {
+            "family": project.config.backend,
+            "n_concepts": len(info.prior_counts),
+            "top_k": store.top_k,
+            "members": int(params.get("members", 1)),  # type: ignore[call-overload]
+        },
+        # Kuoro's and Python's versions are in every manifest already (model_files).
+        "libraries": {"torch": torch.__version__, "numpy": np.__version__},
+    }
+    history = scratch / HISTORY
+
+    def write_files(directory: Path) -> None:
+        torch.save(model.state_dict(), directory / WEIGHTS)
+        # What suggesting reads: the same model as numpy arrays, so that it needs no torch.
+        NumpyFusion.from_arrays(export_arrays(model)).save(directory / NUMPY)
+        np.savez(directory / PRIOR, counts=info.prior_counts)
+        np.savez(
+            directory / SPLIT, train=info.train_positions, validation=info.validation_positions
+        )
+        if history.is_file():
+            shutil.copyfile(history, directory / HISTORY)
+
+    model_dir = write_model(project.model_dir, metadata, write_files)
+    project.last_fit = info
+    project.__dict__.pop("source", None)  # the next suggestion loads the new model
+    trained = (
+        "nothing to train"
+        if info.best_epoch is None
+        else f"{plural(info.epochs, 'epoch')}, best {info.best_epoch}"
+    )
+    held_out = plural(info.validation_documents, "held-out document")
+    report = f"{info.train_documents} training and {held_out}; {trained}; " + ", ".join(
+        f"{k} {v:.4f}" for k, v in info.metrics.items()
+    )
+    log.info("%s", report)
+    return TrainingSummary(len(store), seconds, model_dir, report)

@@ -1,0 +1,1 @@
+"""Kuoro's REST API, compatible with Annif's."""
