@@ -43,7 +43,7 @@ from kuoro.evaluation.metrics import RankingMetrics, ranked_predictions
 from kuoro.fusion.candidates import build_candidates, candidate_recall
 from kuoro.project.datadir import DataDir
 from kuoro.project.project import Project
-from kuoro.store.builder import build_store
+from kuoro.project.stores import build_source_store
 from kuoro.store.suggestion_store import StoreBatch, SuggestionStore
 from peer_methods import (
     CombMNZ,
@@ -135,7 +135,7 @@ def build_stores(args: argparse.Namespace) -> dict[str, SuggestionStore]:
     stores = {}
     for split in ("train", "validate", "test"):
         print(f"store {split}: {', '.join(map(str, getattr(args, split)))}", file=sys.stderr)
-        stores[split] = build_store(
+        stores[split] = build_source_store(
             args.work / "stores" / split,
             projects,
             getattr(args, split),

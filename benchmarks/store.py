@@ -112,12 +112,12 @@ def child_build_real(
     from kuoro.config.projects import load_projects
     from kuoro.project.datadir import DataDir
     from kuoro.project.project import Project
-    from kuoro.store.builder import build_store
+    from kuoro.project.stores import build_source_store
 
     configs = load_projects(projects_file)
     projects = [Project(configs[p], DataDir(datadir)) for p in project_ids]
     started = time.perf_counter()
-    store = build_store(
+    store = build_source_store(
         path,
         projects,
         [corpus],

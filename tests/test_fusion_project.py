@@ -253,7 +253,7 @@ def test_retrained_source_makes_fusion_model_refuse(
         match=r"source 'tfidf-words' was retrained after this model was trained .*; "
         r"retrain 'fusion-kuoro'",
     ):
-        _ = open_project(work, "fusion-kuoro", data).source
+        _ = open_project(work, "fusion-kuoro", data).model
     # Retraining notices the change and rebuilds the store.
     capsys.readouterr()
     assert main(kuoro(work, "-v", "train", "fusion-kuoro", str(workspace / "fusion.tsv"))) == 0
@@ -359,16 +359,16 @@ def test_learn_is_refused_where_there_is_nothing_to_update(workspace: Path) -> N
 
 
 def test_suggesting_reads_the_numpy_model_without_torch_and_matches_torch(
-    workspace: Path,
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kuoro.project.fusion_loader import load_fusion
-
     project = open_project(workspace, "fusion-kuoro")
     version_dir, manifest = read_model(project.model_dir, project.project_id)
     assert (version_dir / "fusion.npz").is_file()
     texts = ["Kivikauden asuinpaikan kaivaukset ja löydöt", "rautakauden hautalöydöt", ""]
-    numpy_rows = load_fusion(project, version_dir, manifest).suggest(texts)
-    torch_rows = load_fusion(project, version_dir, manifest, engine="torch").suggest(texts)
+    numpy_rows = project.kind.load(version_dir, manifest).suggest(texts)
+    monkeypatch.setenv("KUORO_FUSION_ENGINE", "torch")
+    torch_rows = project.kind.load(version_dir, manifest).suggest(texts)
+    monkeypatch.delenv("KUORO_FUSION_ENGINE")
     assert numpy_rows.nnz > 0 and np.array_equal(numpy_rows.indptr, torch_rows.indptr)
     assert np.array_equal(numpy_rows.indices, torch_rows.indices)
     assert np.allclose(numpy_rows.data, torch_rows.data, atol=1e-5, rtol=0)
@@ -386,14 +386,14 @@ def test_fusion_engine_is_chosen_by_environment(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUORO_FUSION_ENGINE", "torch")
-    predictor = open_project(workspace, "fusion-kuoro").source
+    predictor = open_project(workspace, "fusion-kuoro").model
     assert type(predictor.model).__name__ == "KuoroFusion"  # type: ignore[attr-defined]
     monkeypatch.setenv("KUORO_FUSION_ENGINE", "numpy")
-    predictor = open_project(workspace, "fusion-kuoro").source
+    predictor = open_project(workspace, "fusion-kuoro").model
     assert type(predictor.model).__name__ == "NumpyFusion"  # type: ignore[attr-defined]
     monkeypatch.setenv("KUORO_FUSION_ENGINE", "jax")
     with pytest.raises(KuoroError, match=r"KUORO_FUSION_ENGINE is 'jax'; allowed: numpy, torch"):
-        _ = open_project(workspace, "fusion-kuoro").source
+        _ = open_project(workspace, "fusion-kuoro").model
 
 
 def _weights(project: Project) -> dict[str, torch.Tensor]:

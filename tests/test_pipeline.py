@@ -124,13 +124,13 @@ def test_model_checks(workspace: Path, tmp_path: Path, caplog: pytest.LogCapture
     reordered = Vocabulary("arch", list(reversed(vocab.uris)), {"fi": [None] * len(vocab)})
     reordered.save(data.vocab_path("arch"))
     with pytest.raises(ModelError, match=r"trained on vocabulary 'arch' .* now assigns different"):
-        _ = Project(config, data).source
+        _ = Project(config, data).model
     shutil.copy(workspace / "data" / "vocabs" / "arch.npz", data.vocab_path("arch"))
 
     # A configuration edited after training: the trained model is used, with a warning.
     edited = dataclasses.replace(config, params={**config.params, "min_df": 3})
     with caplog.at_level(logging.WARNING):
-        _ = Project(edited, data).source
+        _ = Project(edited, data).model
     assert "changed since it was trained (min_df 1 → 3); retrain to apply" in caplog.text
 
     # A truncated model file is caught before any library reads it.
@@ -138,13 +138,13 @@ def test_model_checks(workspace: Path, tmp_path: Path, caplog: pytest.LogCapture
     biggest = max((project.model_dir / version).glob("*"), key=lambda p: p.stat().st_size)
     biggest.write_bytes(biggest.read_bytes()[:10])
     with pytest.raises(ModelError, match=r"model file .* is damaged .*retrain"):
-        _ = Project(config, data).source
+        _ = Project(config, data).model
 
 
 def test_untrained_project_says_how_to_train(tmp_path: Path) -> None:
     config = load_projects_text(tmp_path, PROJECTS)["arch-tfidf"]
     with pytest.raises(ModelError, match=r"not trained yet; train it with: kuoro train arch-tfidf"):
-        _ = Project(config, DataDir(tmp_path)).source
+        _ = Project(config, DataDir(tmp_path)).model
 
 
 def load_projects_text(tmp_path: Path, text: str) -> dict[str, ProjectConfig]:

@@ -19,9 +19,10 @@ import scipy.sparse as sp
 from kuoro.cli import main
 from kuoro.config.projects import load_projects
 from kuoro.corpus.documents import Corpus
+from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.project.datadir import DataDir
 from kuoro.project.project import Project
-from kuoro.store.builder import build_store, corpus_fingerprint, model_fingerprint
+from kuoro.project.stores import build_source_store, model_fingerprint
 from kuoro.store.suggestion_store import StoreBatch, StoreError, SuggestionStore
 from kuoro.vocab.vocabulary import Vocabulary
 
@@ -359,7 +360,9 @@ def test_build_reuse_resume_and_rebuild(
     path = tmp_path / "arch-store"
 
     def build(**kwargs: object) -> SuggestionStore:
-        return build_store(path, projects, [corpus], vocabulary=vocabulary, language="fi", **kwargs)  # type: ignore[arg-type]
+        return build_source_store(
+            path, projects, [corpus], vocabulary=vocabulary, language="fi", **kwargs
+        )  # type: ignore[arg-type]
 
     # The CLI used to train the sources stops "kuoro" log records at its own handler.
     monkeypatch.setattr(logging.getLogger("kuoro"), "propagate", True)
@@ -403,7 +406,9 @@ def test_build_reuse_resume_and_rebuild(
     retrained = [projects[0], Project(projects[1].config, projects[1].datadir)]
     counter.texts = 0
     caplog.clear()
-    with build_store(path, retrained, [corpus], vocabulary=vocabulary, language="fi") as store:
+    with build_source_store(
+        path, retrained, [corpus], vocabulary=vocabulary, language="fi"
+    ) as store:
         assert store.fingerprints["source:arch-tfidf-3"] == model_fingerprint(retrained[1])
         assert len(store) == 600
     assert "source 'arch-tfidf-3' was retrained since the store was built; rebuilding" in (
@@ -416,7 +421,7 @@ def test_build_reuse_resume_and_rebuild(
     # cached=False rebuilds whatever the fingerprints say.
     counter.texts = 0
     caplog.clear()
-    build_store(
+    build_source_store(
         path, retrained, [corpus], vocabulary=vocabulary, language="fi", cached=False
     ).close()
     assert "a rebuild was requested; rebuilding" in caplog.text
@@ -436,7 +441,7 @@ def test_source_order_is_the_store_column_order(
     backwards = list(reversed(projects))  # not in alphabetical order
 
     def build(sources: list[Project]) -> SuggestionStore:
-        return build_store(path, sources, [corpus], vocabulary=vocabulary, language="fi")
+        return build_source_store(path, sources, [corpus], vocabulary=vocabulary, language="fi")
 
     build(backwards).close()
     counter.texts = 0
@@ -455,7 +460,7 @@ def test_parallel_build_stores_the_same_rows(
     _, projects, corpus = arch_projects
     vocabulary = projects[0].vocabulary
     stores = [
-        build_store(
+        build_source_store(
             tmp_path / f"jobs-{jobs}",
             projects,
             [corpus],

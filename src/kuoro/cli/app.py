@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from kuoro import __version__
 from kuoro.cli.context import Context, echo_table, pass_context, progress_disabled
 from kuoro.cli.indexing import (
     eval_command,
@@ -24,6 +23,7 @@ from kuoro.cli.serve import serve_command
 from kuoro.cli.tuning import hyperopt_command, report_command
 from kuoro.errors import KuoroError
 from kuoro.project.datadir import DataDir
+from kuoro.util.version import __version__
 from kuoro.util.wording import plural
 
 log = logging.getLogger("kuoro")

@@ -125,7 +125,7 @@ def train_command(
         f"trained '{project_id}' on {plural(summary.documents, 'document')} in "
         f"{summary.seconds:.1f} s -> {summary.model_dir}"
     )
-    if project.config.kind == "fusion":
+    if summary.report:
         click.echo(summary.report)
 
 
@@ -294,7 +294,7 @@ def _scored_batches(
     from kuoro.project.batch import suggest_corpus
 
     if jobs == 1:
-        _ = project.source  # load the model before timing; workers load their own copy
+        _ = project.model  # load the model before timing; workers load their own copy
     stream = suggest_corpus(project, documents, jobs=jobs)
     return (
         (rows, [d.subjects for d in batch])

@@ -40,6 +40,9 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from kuoro.errors import KuoroError
+from kuoro.fusion.fit import fit_fusion
+from kuoro.project.fusion_kind import FusionKind
+from kuoro.project.fusion_training import training_context, training_stores
 from kuoro.training.callbacks import Callback
 from kuoro.util.wording import plural
 
@@ -119,14 +122,20 @@ def default_storage(project: Project) -> Path:
     return project.datadir.hyperopt_storage(project.project_id)
 
 
+def _fusion(project: Project) -> FusionKind:
+    """The project's fusion side; a source project cannot be tuned here."""
+    if not isinstance(project.kind, FusionKind):
+        raise KuoroError(
+            f"project '{project.project_id}' is a source (backend '{project.config.backend}'); "
+            "hyperopt tunes fusion projects"
+        )
+    return project.kind
+
+
 def search_space(project: Project) -> dict[str, BaseDistribution]:
     """The distributions searched for ``project``, each taking in its configured value."""
     backend = project.config.backend
-    if project.config.kind != "fusion":
-        raise KuoroError(
-            f"project '{project.project_id}' is a source (backend '{backend}'); hyperopt tunes "
-            "fusion projects"
-        )
+    _fusion(project)
     if backend not in SEARCH_SPACES:
         tunable = ", ".join(sorted(SEARCH_SPACES))
         raise KuoroError(
@@ -362,10 +371,6 @@ def run_hyperopt(
     side (threads; they share the global random generators, so such runs do not repeat
     exactly). ``seed`` seeds the sampler; the held-out split follows the project's ``seed``.
     """
-    from kuoro.fusion.fit import fit_fusion
-    from kuoro.project.fusion_loader import trained_sources
-    from kuoro.project.fusion_training import training_context, training_stores
-
     if trials < 1:
         raise KuoroError(f"--trials must be at least 1, not {trials}")
     space = search_space(project)
@@ -377,7 +382,7 @@ def run_hyperopt(
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
     stores = training_stores(
-        project, trained_sources(project), corpus_paths, jobs=jobs, progress=progress
+        project, _fusion(project).sources(), corpus_paths, jobs=jobs, progress=progress
     )
     with stores as (store, held_out):
         study = _open_study(storage, project.project_id, seed, pruner)

@@ -29,6 +29,7 @@ from kuoro.corpus.documents import Corpus, Document
 from kuoro.errors import KuoroError
 from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.evaluation.optimize import GridAccumulator, GridPoint, best_point
+from kuoro.project.fusion_kind import FusionKind
 from kuoro.project.model_files import read_model
 from kuoro.util.atomic import atomic_write
 from kuoro.util.progress import DOC_UNIT, count_documents
@@ -211,11 +212,9 @@ def _evaluate(
 
 
 def _fusion_predictor(project: Project) -> FusionPredictor | None:
-    if project.config.kind != "fusion":
-        return None
     from kuoro.fusion.predictor import FusionPredictor
 
-    predictor = project.source
+    predictor = project.model
     return predictor if isinstance(predictor, FusionPredictor) else None
 
 
@@ -546,7 +545,7 @@ def _headline(evaluation: _Evaluation, corpus: str, reading: str, limit: int) ->
 
 
 def _training_section(project: Project, manifest: Mapping[str, Any], version_dir: Path) -> str:
-    if project.config.kind != "fusion":
+    if not isinstance(project.kind, FusionKind):
         return _note("A source project has no epoch-by-epoch training history.")
     if project.config.backend == "mean":
         return _note("The <code>mean</code> backend trains nothing: there are no curves.")
@@ -698,7 +697,7 @@ def _search_section(project: Project, storage: Path | None) -> str:
         load_search,
     )
 
-    if project.config.kind != "fusion" or project.config.backend not in SEARCH_SPACES:
+    if project.config.backend not in SEARCH_SPACES:  # source backends are not searched
         return _note("No hyperparameters to search for this backend.")
     storage = storage or default_storage(project)
     found = load_search(storage, project.project_id)

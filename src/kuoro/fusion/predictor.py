@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,6 +15,29 @@ import scipy.sparse as sp
 from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates
 from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.sources.base import Suggester
+
+
+@dataclass
+class SourceTiming:
+    """Seconds fusion models spent waiting on their sources (see ``timing_sources``)."""
+
+    seconds: float = 0.0
+    measured: bool = False  # whether any fusion model suggested meanwhile
+
+
+_timing: ContextVar[SourceTiming | None] = ContextVar("source_timing", default=None)
+
+
+@contextmanager
+def timing_sources() -> Iterator[SourceTiming]:
+    """Add up the time fusion models spend in their sources while the block runs (in this
+    thread or task), e.g. to tell a server's client where a request's time went."""
+    timing = SourceTiming()
+    token = _timing.set(timing)
+    try:
+        yield timing
+    finally:
+        _timing.reset(token)
 
 
 class FusionPredictor:
@@ -42,11 +69,17 @@ class FusionPredictor:
         self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
     ) -> list[sp.csr_matrix]:
         """Each source's suggestions for the texts, cut to the concepts the model knows."""
+        started = time.perf_counter()
         # Concepts appended to the vocabulary after training are unknown to the model.
-        return [
+        rows = [
             sp.csr_matrix(s.suggest(texts, document_ids))[:, : self.n_concepts]
             for s in self.sources
         ]
+        timing = _timing.get()
+        if timing is not None:
+            timing.seconds += time.perf_counter() - started
+            timing.measured = True
+        return rows
 
     def fuse(self, rows: Sequence[sp.csr_matrix]) -> sp.csr_matrix:
         """The fused suggestions for the sources' rows of a batch of documents."""

@@ -9,13 +9,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import scipy.sparse as sp
 
 from kuoro.config.projects import ProjectConfig
 from kuoro.corpus.documents import Document
 from kuoro.project.datadir import DataDir
-from kuoro.project.project import Project
+
+if TYPE_CHECKING:
+    from kuoro.project.project import Project
 
 BATCH_SIZE = 64
 
@@ -78,8 +81,10 @@ def suggest_corpus_all(
     configs = [dataclasses.replace(p.config, params=dict(p.config.params)) for p in projects]
     roots = [p.datadir.root for p in projects]
     context = multiprocessing.get_context("spawn")
+    # The projects' class goes with them (pickled by name): each worker binds its own copies.
+    kind = type(projects[0])
     with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(configs, roots)
+        jobs, mp_context=context, initializer=_start_worker, initargs=(kind, configs, roots)
     ) as pool:
         pending: deque[tuple[list[Document], Future[list[sp.csr_matrix]]]] = deque()
         ordinal = first_ordinal
@@ -95,13 +100,16 @@ def suggest_corpus_all(
             yield done, future.result()
 
 
-def _start_worker(configs: list[ProjectConfig], datadir_roots: list[Path]) -> None:
+def _start_worker(
+    project_class: type[Project], configs: list[ProjectConfig], datadir_roots: list[Path]
+) -> None:
     global _worker_projects
     _worker_projects = [
-        Project(config, DataDir(root)) for config, root in zip(configs, datadir_roots, strict=True)
+        project_class(config, DataDir(root))
+        for config, root in zip(configs, datadir_roots, strict=True)
     ]
     for project in _worker_projects:
-        _ = project.source  # load the model now, not inside the first batch
+        _ = project.model  # load the model now, not inside the first batch
 
 
 def _suggest_in_worker(texts: list[str], document_ids: list[str | None]) -> list[sp.csr_matrix]:

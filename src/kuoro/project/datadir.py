@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kuoro.errors import KuoroError, NotFoundError, VocabularyError
+from kuoro.project.model_files import CURRENT
 from kuoro.util.locks import FileLock
 from kuoro.vocab.vocabulary import Vocabulary
 
@@ -46,6 +47,10 @@ class DataDir:
         check_name(project_id, "project")
         return self.root / "projects" / project_id
 
+    def current_pointer(self, project_id: str) -> Path:
+        """The file naming the project's current model version (present once trained)."""
+        return self.project_dir(project_id) / CURRENT
+
     def project_lock(self, project_id: str) -> FileLock:
         """The lock a process holds while it changes the project's model or its files."""
         check_name(project_id, "project")
@@ -53,7 +58,7 @@ class DataDir:
 
     def store_path(self, key: str) -> Path:
         """A suggestion store shared by every fusion project over the same sources and
-        corpus; ``key`` identifies them (see ``store_builder.store_key``)."""
+        corpus; ``key`` identifies them (see ``project.stores.store_key``)."""
         check_name(key, "store")
         return self.root / "stores" / f"{key}.store"
 

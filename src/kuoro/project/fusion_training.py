@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.fit import (
     FitInfo,
@@ -43,7 +44,7 @@ from kuoro.fusion.fit import (
     train_fusion_model,
 )
 from kuoro.fusion.numpy_model import NumpyFusion, export_arrays
-from kuoro.project.fusion_loader import (
+from kuoro.project.fusion_files import (
     HISTORY,
     NUMPY,
     PRIOR,
@@ -54,20 +55,16 @@ from kuoro.project.fusion_loader import (
     trained_sources,
 )
 from kuoro.project.model_files import read_model, write_model
-from kuoro.store.builder import (
-    CORPUS_FINGERPRINT,
-    build_store,
-    corpus_fingerprint,
-    model_fingerprint,
-    open_shared_store,
-)
+from kuoro.project.results import TrainingSummary
+from kuoro.project.stores import build_source_store, model_fingerprint, open_shared_store
+from kuoro.store.builder import CORPUS_FINGERPRINT
 from kuoro.store.suggestion_store import SuggestionStore
 from kuoro.training.callbacks import CHECKPOINT_STATE, CheckpointError
 from kuoro.util.atomic import atomic_write
 from kuoro.util.wording import plural
 
 if TYPE_CHECKING:
-    from kuoro.project.project import Project, TrainingSummary
+    from kuoro.project.project import Project
 
 log = logging.getLogger(__name__)
 RUN = "run.json"  # in the checkpoint directory: what the run it holds trained on, and how
@@ -259,7 +256,7 @@ def _store(
     cached: bool,
     progress: bool,
 ) -> SuggestionStore:
-    return build_store(
+    return build_source_store(
         path,
         sources,
         corpus_paths,
@@ -464,8 +461,6 @@ def _save(
     store: SuggestionStore,
 ) -> TrainingSummary:
     """Save the model as the project's new current version; ``store``: what it learnt from."""
-    from kuoro.project.project import TrainingSummary
-
     seconds = time.perf_counter() - started
     params = dict(project.config.params)
     metadata = {
@@ -513,7 +508,7 @@ def _save(
 
     model_dir = write_model(project.model_dir, metadata, write_files)
     project.last_fit = info
-    project.__dict__.pop("source", None)  # the next suggestion loads the new model
+    project.forget_model()  # the next suggestion loads the new model
     trained = (
         "nothing to train"
         if info.best_epoch is None

@@ -8,7 +8,6 @@ crash at any moment leaves the previous model loadable and no half-written one e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,9 +17,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kuoro import __version__
 from kuoro.errors import KuoroError, ModelError
 from kuoro.util.atomic import STORAGE_ERRORS, atomic_write
+from kuoro.util.hashing import file_sha256
+from kuoro.util.version import __version__
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -165,15 +165,6 @@ def manifest_problem(manifest: Mapping[str, Any], kind: str | None = None) -> st
         checks.append((manifest["model"], _MODEL, "model."))
         checks += [(s, _SOURCE, f"sources[{i}].") for i, s in enumerate(manifest["sources"])]
     return next((p for check in checks if (p := _wrong_key(*check)) is not None), None)
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -1,11 +1,16 @@
-"""A configured project: its vocabulary, analyzer and source, trained, saved and loaded."""
+"""A configured project bound to a data directory: its vocabulary, its analyzer, and its
+model trained, saved, loaded and asked for suggestions.
+
+What a project does depends on its kind: a source project fits a base indexing model
+(:class:`~kuoro.project.source_kind.SourceKind`), a fusion project a fusion model over source
+projects (:class:`~kuoro.project.fusion_kind.FusionKind`). ``Project`` holds what both share
+and delegates the rest to ``project.kind``.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,12 +20,13 @@ import scipy.sparse as sp
 from kuoro.analyzers import Analyzer, make_analyzer
 from kuoro.config.backends import BACKENDS
 from kuoro.config.projects import ProjectConfig, parse_analyzer
-from kuoro.corpus.documents import Corpus
-from kuoro.errors import KuoroError, ModelError
+from kuoro.errors import ModelError
 from kuoro.project.datadir import DataDir
-from kuoro.project.model_files import read_model, write_model
-from kuoro.sources.base import Source, Suggester
-from kuoro.sources.registry import source_class
+from kuoro.project.fusion_kind import FusionKind
+from kuoro.project.model_files import read_model
+from kuoro.project.results import Suggestion, TrainingSummary
+from kuoro.project.source_kind import SUGGEST_TIME_PARAMS, SourceKind
+from kuoro.sources.base import Suggester
 from kuoro.util.locks import FileLock
 from kuoro.util.ranking import rank_row
 from kuoro.vocab.vocabulary import Vocabulary
@@ -28,28 +34,9 @@ from kuoro.vocab.vocabulary import Vocabulary
 if TYPE_CHECKING:
     from kuoro.fusion.fit import FitInfo
 
+__all__ = ["Project", "Suggestion", "TrainingSummary"]
+
 log = logging.getLogger(__name__)
-
-# Parameters that only shape what a trained source returns, not what it learnt.
-_SUGGEST_TIME_PARAMS = {"top_k"}
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    """One suggested subject, as Kuoro prints it and the REST API returns it."""
-
-    uri: str
-    label: str | None
-    notation: str | None
-    score: float
-
-
-@dataclass(frozen=True)
-class TrainingSummary:
-    documents: int
-    seconds: float
-    model_dir: Path
-    report: str
 
 
 class Project:
@@ -59,6 +46,7 @@ class Project:
     to train; to suggest without it, those saved with its model are used. ``loaded_sources``:
     source projects already bound (a server's), used as this fusion project's sources where
     configured alike, so that a process holding both loads each source model once.
+    ``vocabulary``: the project's vocabulary when the caller has it loaded already.
     """
 
     def __init__(
@@ -68,12 +56,23 @@ class Project:
         projects: Mapping[str, ProjectConfig] | None = None,
         *,
         loaded_sources: Mapping[str, Project] | None = None,
+        vocabulary: Vocabulary | None = None,
     ) -> None:
         self.config = config
         self.datadir = datadir
         self.projects = projects
         self.loaded_sources = dict(loaded_sources or {})
+        self.kind: SourceKind | FusionKind = (
+            FusionKind(self) if config.kind == "fusion" else SourceKind(self)
+        )
         self.last_fit: FitInfo | None = None  # what the latest fusion training did
+        if vocabulary is not None:
+            if vocabulary.name != config.vocab:
+                raise ValueError(f"vocabulary '{vocabulary.name}' given for '{config.vocab}'")
+            self.__dict__["vocabulary"] = vocabulary  # the cached_property's value
+
+    def __repr__(self) -> str:
+        return f"Project({self.project_id!r}, backend={self.config.backend!r})"
 
     @property
     def project_id(self) -> str:
@@ -91,18 +90,9 @@ class Project:
     def model_dir(self) -> Path:
         return self.datadir.project_dir(self.project_id)
 
-    def _require_source_project(self) -> None:
-        if self.config.kind != "source":
-            raise KuoroError(
-                f"project '{self.project_id}' is a fusion project (backend "
-                f"'{self.config.backend}'), not a source"
-            )
-
-    def new_source(self) -> Source:
-        """An untrained source built from the configured parameters."""
-        self._require_source_project()
-        params: dict[str, Any] = dict(self.config.params)
-        return source_class(self.config.backend)(self.vocabulary, self.analyzer, **params)
+    def sibling(self, config: ProjectConfig) -> Project:
+        """Another project of the same data directory (a fusion project's source)."""
+        return Project(config, self.datadir, self.projects)
 
     # -- training --------------------------------------------------------------------------
 
@@ -122,55 +112,9 @@ class Project:
         Only one process at a time trains or updates a project: another is refused.
         """
         with self.lock():
-            if self.config.kind == "fusion":
-                from kuoro.project.fusion_training import train_fusion
-
-                return train_fusion(
-                    self, corpus_paths, jobs=jobs, progress=progress, cached=cached, device=device
-                )
-            return self._train_source(corpus_paths, jobs=jobs, progress=progress)
-
-    def lock(self) -> FileLock:
-        """The project's lock, taken: held while its model is trained or updated."""
-        return self.datadir.project_lock(self.project_id).acquire_or_fail(
-            "wait for it to finish, then try again"
-        )
-
-    def _train_source(
-        self, corpus_paths: Sequence[Path], *, jobs: int, progress: bool
-    ) -> TrainingSummary:
-        source = self.new_source()
-        corpus = Corpus(corpus_paths, self.vocabulary, language=self.config.language)
-        started = time.perf_counter()
-        if source.needs_training:
-            log.info("training %s on %s", self.project_id, ", ".join(map(str, corpus_paths)))
-        source.fit(corpus, jobs=jobs, progress=progress)
-        seconds = time.perf_counter() - started
-        metadata = {
-            "project_id": self.project_id,
-            "kind": "source",
-            "backend": self.config.backend,
-            "params": source.params(),
-            "analyzer": self.analyzer.spec,
-            "language": self.config.language,
-            "vocabulary": {
-                "name": self.vocabulary.name,
-                "size": len(self.vocabulary),
-                "fingerprint": self.vocabulary.fingerprint,
-            },
-            "training": {
-                "corpus": [str(p) for p in corpus_paths],
-                "documents": corpus.report.documents,
-                "seconds": round(seconds, 3),
-                "report": corpus.report.summary(),
-            },
-            "libraries": source.library_versions(),
-        }
-        model_dir = write_model(self.model_dir, metadata, source.save_state)
-        self.__dict__.pop("source", None)
-        return TrainingSummary(corpus.report.documents, seconds, model_dir, corpus.report.summary())
-
-    # -- fusion projects -------------------------------------------------------------------
+            return self.kind.train(
+                corpus_paths, jobs=jobs, progress=progress, cached=cached, device=device
+            )
 
     def learn(
         self,
@@ -181,54 +125,37 @@ class Project:
         device: str = "auto",
         quick: bool = False,
     ) -> TrainingSummary:
-        """Update the trained model with new documents (fusion projects; see fusion_project).
+        """Update the trained model with new documents (fusion projects).
         ``quick``: a few bounded epochs, for a client waiting on the answer."""
-        if self.config.kind != "fusion":
-            raise KuoroError(
-                f"project '{self.project_id}' (backend '{self.config.backend}') does not support "
-                f"learning; retrain it with: kuoro train {self.project_id} CORPUS"
-            )
-        from kuoro.project.fusion_training import learn_fusion
-
+        if isinstance(self.kind, SourceKind):
+            return self.kind.learn(corpus_paths)
         with self.lock():
-            return learn_fusion(
-                self, corpus_paths, jobs=jobs, progress=progress, device=device, quick=quick
+            return self.kind.learn(
+                corpus_paths, jobs=jobs, progress=progress, device=device, quick=quick
             )
+
+    def lock(self) -> FileLock:
+        """The project's lock, taken: held while its model is trained or updated."""
+        return self.datadir.project_lock(self.project_id).acquire_or_fail(
+            "wait for it to finish, then try again"
+        )
 
     # -- loading and suggesting ------------------------------------------------------------
 
     @property
     def is_trained(self) -> bool:
-        return (self.model_dir / "CURRENT").is_file()
+        return self.datadir.current_pointer(self.project_id).is_file()
 
     @cached_property
-    def source(self) -> Suggester:
+    def model(self) -> Suggester:
         """The trained model, loaded once; it is checked against the vocabulary and config."""
-        version_dir, manifest = read_model(self.model_dir, self.project_id, self.config.kind)
+        version_dir, manifest = read_model(self.model_dir, self.project_id, self.kind.name)
         self._check_manifest(manifest)
-        if self.config.kind == "fusion":
-            from kuoro.project.fusion_loader import fusion_engine, load_fusion
+        return self.kind.load(version_dir, manifest)
 
-            return load_fusion(self, version_dir, manifest, engine=fusion_engine())
-        # The model is what was trained: its analyzer and learnt-state parameters win over a
-        # configuration edited since, which only takes effect after retraining.
-        params = dict(manifest["params"])
-        for key in _SUGGEST_TIME_PARAMS & set(self.config.params):
-            params[key] = self.config.params[key]
-        cls = source_class(self.config.backend)
-        source = cls(
-            self.vocabulary, make_analyzer(*parse_analyzer(manifest["analyzer"])), **params
-        )
-        try:
-            source.load_state(version_dir)
-        except ModelError:
-            raise
-        except Exception as exc:  # a library's own error on a file it cannot read
-            raise ModelError(
-                f"project '{self.project_id}': cannot load the model in {version_dir}: {exc}; "
-                "retrain the project"
-            ) from exc
-        return source
+    def forget_model(self) -> None:
+        """Drop the loaded model: the next suggestion loads the current one."""
+        self.__dict__.pop("model", None)
 
     def _check_manifest(self, manifest: dict[str, Any]) -> None:
         pid = self.project_id
@@ -257,10 +184,9 @@ class Project:
         changed = [
             f"{key} {trained_params.get(key)!r} → {value!r}"
             for key, value in self.config.params.items()
-            if key not in _SUGGEST_TIME_PARAMS and trained_params.get(key) != value
+            if key not in SUGGEST_TIME_PARAMS and trained_params.get(key) != value
         ]
-        if self.config.kind == "source" and manifest.get("analyzer") != self.analyzer.spec:
-            changed.append(f"analyzer {manifest.get('analyzer')} → {self.analyzer.spec}")
+        changed += self.kind.changes_since_training(manifest)
         if changed:
             log.warning(
                 "project '%s' changed since it was trained (%s); retrain to apply",
@@ -272,7 +198,7 @@ class Project:
         self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
     ) -> sp.csr_matrix:
         """One sparse row of scores per text over the current vocabulary."""
-        matrix = sp.csr_matrix(self.source.suggest(texts, document_ids))
+        matrix = sp.csr_matrix(self.model.suggest(texts, document_ids))
         if matrix.shape[1] != len(self.vocabulary):  # trained before concepts were appended
             matrix.resize((matrix.shape[0], len(self.vocabulary)))
         return matrix

@@ -14,9 +14,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,16 +30,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kuoro import __version__
 from kuoro.config.projects import ProjectConfig
 from kuoro.errors import CorpusError, KuoroError, ModelError, NotFoundError, SourceError
+from kuoro.fusion.predictor import SourceTiming, timing_sources
 from kuoro.project.datadir import DataDir
 from kuoro.project.model_files import CURRENT
 from kuoro.project.project import Project
-from kuoro.sources.base import Suggester
 from kuoro.store.suggestion_store import StoreError
 from kuoro.util.locks import BusyError
 from kuoro.util.ranking import rank_row
+from kuoro.util.version import __version__
 from kuoro.vocab.vocabulary import Vocabulary
 
 log = logging.getLogger("kuoro.server.app")
@@ -229,47 +227,14 @@ def _problem_for(exc: KuoroError, datadir: DataDir | None = None) -> ProblemErro
 
 # -- where the time goes: sources vs the fusion model -------------------------------------------
 
-# Seconds per stage of the request being answered in this thread (None outside a request).
-_stage_seconds: ContextVar[dict[str, float] | None] = ContextVar("stage_seconds", default=None)
 
-
-class _TimedSuggester:
-    """A fusion model's source, timed into the current request's ``sources`` stage."""
-
-    def __init__(self, inner: Suggester) -> None:
-        self.inner = inner
-
-    def suggest(
-        self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
-    ) -> sp.csr_matrix:
-        started = time.perf_counter()
-        try:
-            return self.inner.suggest(texts, document_ids)
-        finally:
-            stages = _stage_seconds.get()
-            if stages is not None:
-                stages["sources"] = stages.get("sources", 0.0) + time.perf_counter() - started
-
-
-@contextmanager
-def _timed_stages() -> Iterator[dict[str, float]]:
-    stages: dict[str, float] = {}
-    token = _stage_seconds.set(stages)
-    started = time.perf_counter()
-    try:
-        yield stages
-    finally:
-        stages["total"] = time.perf_counter() - started
-        _stage_seconds.reset(token)
-
-
-def server_timing(stages: Mapping[str, float], fusion: bool) -> str:
-    """A ``Server-Timing`` header value in milliseconds: sources, fusion (if any) and total."""
-    total = stages.get("total", 0.0)
+def server_timing(total: float, sources: SourceTiming) -> str:
+    """A ``Server-Timing`` header value in milliseconds: the total, and for a fusion model the
+    time in its sources and in the fusion itself."""
     parts = {"total": total}
-    if fusion:
-        sources = min(stages.get("sources", 0.0), total)
-        parts = {"sources": sources, "fusion": total - sources, "total": total}
+    if sources.measured:
+        in_sources = min(sources.seconds, total)
+        parts = {"sources": in_sources, "fusion": total - in_sources, "total": total}
     return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in parts.items())
 
 
@@ -338,13 +303,13 @@ class ServedProject:
         return self.config.project_id
 
     def _new_project(self) -> Project:
-        project = Project(
-            self.config, self.datadir, self.projects, loaded_sources=self.served_sources()
+        return Project(
+            self.config,
+            self.datadir,
+            self.projects,
+            loaded_sources=self.served_sources(),
+            vocabulary=self.vocabularies.get(self.config.vocab),  # one copy for all
         )
-        vocab = self.vocabularies.get(self.config.vocab)
-        if vocab is not None:
-            project.vocabulary = vocab  # share the one loaded copy (a cached_property)
-        return project
 
     def served_sources(self) -> dict[str, Project]:
         """This fusion project's sources that the server serves too, loaded: the fusion model
@@ -385,7 +350,7 @@ class ServedProject:
             started = time.perf_counter()
             try:
                 project = self._new_project()
-                _ = project.source  # the model itself, loaded and checked
+                _ = project.model  # the model itself, loaded and checked
                 _warm_up(project)
             except KuoroError as exc:
                 self._fail(str(exc), stamp)
@@ -394,7 +359,6 @@ class ServedProject:
                 log.exception("project '%s': loading the model failed", self.project_id)
                 self._fail(f"cannot load the model: {exc}", stamp)
                 return None
-            _time_fusion_sources(project)
             self.project, self.error, self._failed_model = project, None, None
             self._loaded_model, self.reload_error = stamp, None
             log.info(
@@ -492,7 +456,8 @@ class ServedProject:
         # Blank texts get no suggestions; not every source accepts an empty string.
         wanted = [i for i, doc in enumerate(documents) if doc.text.strip()]
         rows = sp.csr_matrix((0, len(vocab)), dtype=np.float32)
-        with _timed_stages() as stages:
+        started = time.perf_counter()
+        with timing_sources() as in_sources:
             if wanted:
                 try:
                     rows = project.suggest(
@@ -501,6 +466,7 @@ class ServedProject:
                     )
                 except KuoroError as exc:
                     raise _problem_for(exc, self.datadir) from exc
+        total = time.perf_counter() - started
         results: list[list[SuggestionResult]] = [[] for _ in documents]
         for position, i in enumerate(wanted):
             row = rows[position]
@@ -514,7 +480,7 @@ class ServedProject:
                 )
                 for c, s in zip(ids, scores, strict=True)
             ]
-        return results, server_timing(stages, fusion=self.config.kind == "fusion")
+        return results, server_timing(total, in_sources)
 
     def _label_language(self, vocab: Vocabulary, language: str | None) -> str | None:
         if language:
@@ -532,15 +498,6 @@ def _warm_up(project: Project) -> None:
         project.suggest(["warm up"])
     except SourceError as exc:  # a remote source that is down now may be up later
         log.warning("project '%s': warming up failed: %s", project.project_id, exc)
-
-
-def _time_fusion_sources(project: Project) -> None:
-    """Time a fusion model's sources apart from the model (FusionPredictor.sources)."""
-    if project.config.kind != "fusion":
-        return
-    sources = getattr(project.source, "sources", None)
-    if isinstance(sources, list):
-        sources[:] = [_TimedSuggester(s) for s in sources]
 
 
 # -- learning -----------------------------------------------------------------------------------

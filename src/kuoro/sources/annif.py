@@ -20,11 +20,11 @@ import httpx
 import numpy as np
 import scipy.sparse as sp
 
-from kuoro import __version__
 from kuoro.analyzers import Analyzer
 from kuoro.corpus.documents import Document
 from kuoro.errors import ModelError, SourceError
 from kuoro.sources.base import Source, rows_to_csr
+from kuoro.util.version import __version__
 from kuoro.vocab.vocabulary import Vocabulary
 
 log = logging.getLogger("kuoro.sources.annif")

@@ -28,8 +28,8 @@ from tqdm import tqdm
 from kuoro.analyzers import Analyzer
 from kuoro.corpus.documents import Document
 from kuoro.errors import ModelError, SourceError
-from kuoro.project.model_files import file_sha256
 from kuoro.sources.base import Source
+from kuoro.util.hashing import file_sha256
 from kuoro.vocab.vocabulary import Vocabulary
 
 _LABEL = "__label__"

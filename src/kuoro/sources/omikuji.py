@@ -24,9 +24,9 @@ import sklearn
 from kuoro.analyzers import Analyzer
 from kuoro.corpus.documents import Document
 from kuoro.errors import CorpusError, ModelError, SourceError
-from kuoro.project.model_files import file_sha256
 from kuoro.sources.base import Source, rows_to_csr
 from kuoro.sources.features import TfidfFeatures, damaged, fit_features
+from kuoro.util.hashing import file_sha256
 from kuoro.vocab.vocabulary import Vocabulary
 
 _MODEL_DIR = "omikuji"

@@ -58,8 +58,8 @@ import lmdb
 import numpy as np
 import scipy.sparse as sp
 
-from kuoro import __version__
 from kuoro.errors import KuoroError
+from kuoro.util.version import __version__
 
 __all__ = ["StoreBatch", "StoreError", "SuggestionStore"]
 

@@ -1,8 +1,8 @@
-"""Loading a trained fusion project to suggest with, without importing torch.
+"""A fusion model's files, read without torch: the numpy model, the prior, the sources.
 
 A fusion model directory holds the model twice: ``model.pt`` (torch weights, for ``learn``)
 and ``fusion.npz`` (the same model as numpy arrays, see ``kuoro.fusion.numpy_model``), which is
-what suggesting reads. A directory written before ``fusion.npz`` existed falls back to torch.
+what suggesting reads; beside them the concept prior, the held-out split and the history.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ import numpy as np
 
 from kuoro.config.projects import ProjectConfig
 from kuoro.errors import KuoroError, ModelError
-from kuoro.fusion.candidates import ConceptPrior
-from kuoro.fusion.numpy_model import NumpyFusion
-from kuoro.fusion.predictor import FusionPredictor
-from kuoro.store.builder import model_fingerprint
+from kuoro.project.stores import model_fingerprint
 
 if TYPE_CHECKING:
     from kuoro.project.project import Project
@@ -35,38 +32,6 @@ def fusion_engine() -> str:
     if engine not in ENGINES:
         raise KuoroError(f"KUORO_FUSION_ENGINE is {engine!r}; allowed: {', '.join(ENGINES)}")
     return engine
-
-
-def load_fusion(
-    project: Project, version_dir: Path, manifest: Mapping[str, Any], *, engine: str = "numpy"
-) -> FusionPredictor:
-    """The trained model of a fusion project with its sources, ready to suggest.
-
-    ``engine``: "numpy" (the default; torch only for a model saved without ``fusion.npz``) or
-    "torch".
-    """
-    sources = trained_sources(project, manifest)
-    spec = manifest["model"]
-    n_concepts = int(spec["n_concepts"])
-    model: Any
-    if engine == "numpy" and (version_dir / NUMPY).is_file():
-        model = NumpyFusion.load(version_dir / NUMPY)
-        if model.n_concepts not in (None, n_concepts):
-            raise ModelError(
-                f"project '{project.project_id}': {version_dir / NUMPY} is for "
-                f"{model.n_concepts} concepts, the model for {n_concepts}; retrain it"
-            )
-    else:
-        from kuoro.project.fusion_training import load_torch_model
-
-        model = load_torch_model(project, version_dir, manifest)
-    return FusionPredictor(
-        sources,
-        model,
-        ConceptPrior.from_counts(load_prior(project, version_dir, n_concepts)),
-        n_concepts=n_concepts,
-        top_k=int(spec["top_k"]),
-    )
 
 
 def load_prior(project: Project, version_dir: Path, n_concepts: int | None = None) -> np.ndarray:
@@ -92,8 +57,6 @@ def trained_sources(project: Project, manifest: Mapping[str, Any] | None = None)
     Without ``manifest`` (training) the configured sources must be trained; with it (loading,
     learning) they must be the ones the model was trained with, unchanged since.
     """
-    from kuoro.project.project import Project
-
     pid = project.project_id
     configured = [ref.project_id for ref in project.config.sources]
     saved: list[Mapping[str, Any]] = list(manifest["sources"]) if manifest else []
@@ -114,7 +77,7 @@ def trained_sources(project: Project, manifest: Mapping[str, Any] | None = None)
             config = config_from_dict(saved[i]["config"])
         source = project.loaded_sources.get(sid)
         if source is None or source.config != config or source.datadir.root != project.datadir.root:
-            source = Project(config, project.datadir)
+            source = project.sibling(config)
         if not source.is_trained:
             cls = ModelError if manifest is not None else KuoroError
             raise cls(
