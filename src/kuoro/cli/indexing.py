@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 import click
 
@@ -164,12 +164,16 @@ def suggest_command(
             click.echo(_suggestion_line(s.uri, s.label, s.notation, s.score))
 
 
+# A batch of documents: a list, or any sequence of them.
+Batch = TypeVar("Batch", bound=Sequence["Document"])
+
+
 def _with_progress(
-    stream: Iterator[tuple[list[Document], sp.csr_matrix]],
+    stream: Iterator[tuple[Batch, sp.csr_matrix]],
     desc: str,
     enabled: bool,
     total: int | None = None,
-) -> Iterator[tuple[list[Document], sp.csr_matrix]]:
+) -> Iterator[tuple[Batch, sp.csr_matrix]]:
     """The batches of ``stream``, counted on a bar of ``total`` documents (an estimate: the
     bar ends at the documents there were)."""
     from tqdm import tqdm
@@ -291,11 +295,11 @@ def _scored_batches(
 ) -> Iterator[tuple[sp.csr_matrix, list[tuple[int, ...]]]]:
     """(suggestion rows, gold subjects) per batch; the model is loaded before this returns.
     ``total``: about how many documents there are, for the progress bar."""
-    from kuoro.project.batch import suggest_corpus
+    from kuoro.evaluation.evaluate import suggestion_batches
 
     if jobs == 1:
         _ = project.model  # load the model before timing; workers load their own copy
-    stream = suggest_corpus(project, documents, jobs=jobs)
+    stream = suggestion_batches(project, documents, jobs=jobs)
     return (
         (rows, [d.subjects for d in batch])
         for batch, rows in _with_progress(stream, desc, obj.show_progress, total)
@@ -346,34 +350,33 @@ def eval_command(
     The metrics are those of `annif eval`, with the same names and definitions.
     """
     from kuoro.corpus.documents import Corpus
-    from kuoro.evaluation.metrics import RankingMetrics
+    from kuoro.evaluation.evaluate import evaluate, suggestion_batches
 
     project = _open(obj, project_id, backend_params)
     language = check_label_language(project, label_language)
     documents = Corpus(
         list(corpus), project.vocabulary, language=language or project.config.language
     )
-    metrics = RankingMetrics(limit=limit, threshold=threshold, n_concepts=len(project.vocabulary))
-    batches = _scored_batches(
-        obj,
-        project,
-        islice(documents, docs_limit),
-        jobs,
-        "evaluating",
-        _corpus_size(corpus, docs_limit),
+    if jobs == 1:
+        _ = project.model  # load the model before timing; workers load their own copy
+    batches = suggestion_batches(project, documents, jobs=jobs, limit=docs_limit)
+    total = _corpus_size(corpus, docs_limit)
+    evaluation = evaluate(
+        _with_progress(batches, "evaluating", obj.show_progress, total),
+        limit=limit,
+        threshold=threshold,
+        n_concepts=len(project.vocabulary),
     )
-    started = time.perf_counter()
-    for rows, gold in batches:
-        metrics.update(rows, gold)
-    seconds = time.perf_counter() - started
-    if not metrics.documents:
-        raise KuoroError("no documents to evaluate")
-    results: dict[str, float] = {**metrics.compute(), **metrics.counts()}
+    results = evaluation.metrics
     missing = sum(documents.report.unknown_subjects.values())
     for name in EVAL_METRICS:
         click.echo(_metric_line(name, results[name]))
     click.echo(_metric_line(MISSING_SUBJECTS, missing))
-    log.info("evaluated in %.1f s (%.1f documents/s)", seconds, metrics.documents / seconds)
+    log.info(
+        "evaluated in %.1f s (%.1f documents/s)",
+        evaluation.seconds,
+        evaluation.documents / evaluation.seconds,
+    )
     if metrics_file is not None:
         # Flat, every value a number, as pipelines (DVC) read Annif's file; Annif's metrics in
         # Annif's order with Kuoro's extra ones (Recall@k, F1@1, F1@3, LRAP, gold subjects not
@@ -383,7 +386,7 @@ def eval_command(
         _write_text(metrics_file, json.dumps(flat, indent=2) + "\n")
         log.info("metrics written to %s", metrics_file)
     if results_file is not None:
-        _write_text(results_file, _subject_table(project, metrics.subject_results(), language))
+        _write_text(results_file, _subject_table(project, evaluation.subjects, language))
         log.info("per-subject results written to %s", results_file)
 
 

@@ -32,8 +32,9 @@ def batches(documents: Iterable[Document], size: int = BATCH_SIZE) -> Iterator[l
         yield batch
 
 
-def _ids(batch: list[Document], first_ordinal: int) -> list[str | None]:
-    # Documents without an id (short-text TSV) are known by their 1-based position in the corpus.
+def document_ids(batch: Sequence[Document], first_ordinal: int) -> list[str | None]:
+    """The documents' ids; one without an id (short-text TSV) is known by its 1-based
+    position in the corpus (``first_ordinal`` is the first document's)."""
     return [d.document_id or str(first_ordinal + i) for i, d in enumerate(batch)]
 
 
@@ -73,7 +74,7 @@ def suggest_corpus_all(
     if jobs <= 1:
         ordinal = first_ordinal
         for batch in batches(documents, batch_size):
-            texts, ids = [d.text for d in batch], _ids(batch, ordinal)
+            texts, ids = [d.text for d in batch], document_ids(batch, ordinal)
             yield batch, [project.suggest(texts, ids) for project in projects]
             ordinal += len(batch)
         return
@@ -90,7 +91,9 @@ def suggest_corpus_all(
         ordinal = first_ordinal
         for batch in batches(documents, batch_size):
             texts = [d.text for d in batch]
-            pending.append((batch, pool.submit(_suggest_in_worker, texts, _ids(batch, ordinal))))
+            pending.append(
+                (batch, pool.submit(_suggest_in_worker, texts, document_ids(batch, ordinal)))
+            )
             ordinal += len(batch)
             if len(pending) >= 2 * jobs:
                 done, future = pending.popleft()
