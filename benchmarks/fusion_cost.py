@@ -26,6 +26,7 @@ The big run trains ``kuoro`` for one epoch at V = 456,000 on ``--big-documents``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def child_import() -> dict[str, Any]:
 def child_infer(model_name: str, vocab_size: int, n_documents: int, dense_batch: int) -> dict:
     import torch
 
+    from kuoro.config.params import fusion_params
     from kuoro.fusion.candidates import ConceptPrior, build_candidates
     from kuoro.fusion.fit import build_model
     from kuoro.fusion.predictor import top_rows
@@ -109,8 +111,8 @@ def child_infer(model_name: str, vocab_size: int, n_documents: int, dense_batch:
         model = dense_reference(vocab_size, weights).eval()
         batch = dense_batch
     else:
-        params = _params(model_name)
-        model = build_model(model_name, params, vocab_size, weights, seed=0).eval()
+        params = fusion_params(model_name, _params(model_name))
+        model = build_model(params, vocab_size, weights, seed=0).eval()
         batch = 256
     out = []
     started = time.perf_counter()
@@ -152,6 +154,7 @@ def child_infer(model_name: str, vocab_size: int, n_documents: int, dense_batch:
 def child_train(
     model_name: str, store_path: str, dense_batch: int, validation: float | int = 200
 ) -> dict:
+    from kuoro.config.params import fusion_params
     from kuoro.fusion.fit import fit_fusion
     from kuoro.store.suggestion_store import SuggestionStore
     from kuoro.training import History
@@ -159,17 +162,18 @@ def child_train(
     with SuggestionStore.open(store_path) as store:
         if model_name == "dense linear":
             return _train_dense(store, dense_batch)
-        params = {
-            **_params(model_name),
-            "max_epochs": 1,
-            "early_stopping": False,
-            "validation": validation,
-        }
+        params = fusion_params(
+            model_name,
+            {
+                **_params(model_name),
+                "max_epochs": 1,
+                "early_stopping": False,
+                "validation": validation,
+            },
+        )
         history = Path(store_path).with_name(f"history-{model_name}-{time.time_ns()}.jsonl")
         started = time.perf_counter()
-        _, info = fit_fusion(
-            store, params, model_name, [1.0] * N_SOURCES, seed=0, history_path=history
-        )
+        _, info = fit_fusion(store, params, [1.0] * N_SOURCES, history_path=history)
         total = time.perf_counter() - started
         (epoch,) = History.read(history)
         history.unlink()
@@ -205,9 +209,10 @@ def _train_dense(store: Any, batch_size: int) -> dict:
 
 
 def _params(model_name: str) -> dict[str, object]:
-    from kuoro.config.backends import validate_params
+    """The catalogue's defaults of a fusion model."""
+    from kuoro.config.params import fusion_params
 
-    return validate_params("bench", model_name, {"sources": [f"s{i}" for i in range(N_SOURCES)]})
+    return dataclasses.asdict(fusion_params(model_name, {}))
 
 
 CHILDREN = {

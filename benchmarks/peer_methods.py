@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from kuoro.config.backends import validate_params
+from kuoro.config.params import fusion_params
 from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates, feature_names
 from kuoro.fusion.fit import fit_fusion
@@ -480,16 +480,14 @@ class KuoroModel(PeerMethod):
         return {"family": self.family, "members": self.members}
 
     def fit(self, train: SuggestionStore, validation: SuggestionStore, seed: int) -> dict[str, Any]:
-        raw: dict[str, object] = {"sources": list(train.source_names)}
+        raw: dict[str, object] = {"seed": seed}
         if self.members is not None:
             raw["members"] = self.members
-        params = validate_params(self.name, self.family, raw)
+        params = fusion_params(self.family, raw)
         self.model, info = fit_fusion(
             train,
             params,
-            self.family,
             [1.0] * len(train.source_names),
-            seed=seed,
             progress=self.progress,
             validation_store=validation,
         )

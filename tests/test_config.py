@@ -726,3 +726,28 @@ class TestTyposAndAllErrors:
             "parameter 'hidden_size' mus",
             "parameter 'members' must be",
         ]
+
+
+def test_typed_fusion_parameters_are_the_catalogues() -> None:
+    """Each fusion family's dataclass has exactly the catalogue's parameters (less sources),
+    with values of the catalogue's types, and no defaults of its own."""
+    import dataclasses
+
+    from kuoro.config.params import FAMILIES, fusion_params
+
+    kinds = {bool: bool, int: int, float: (int, float), str: str}
+    for backend, cls in FAMILIES.items():
+        fields = dataclasses.fields(cls)
+        assert {f.name for f in fields} == set(BACKENDS[backend].params) - {"sources"}, backend
+        assert all(f.default is dataclasses.MISSING for f in fields), backend
+        defaults = fusion_params(backend, {})
+        for name, spec in BACKENDS[backend].params.items():
+            if name == "sources":
+                continue
+            assert getattr(defaults, name) == spec.default, (backend, name)
+            if spec.type in kinds:
+                assert isinstance(getattr(defaults, name), kinds[spec.type]), (backend, name)
+    with pytest.raises(ConfigError, match="parameter 'hidden_size' must be an integer"):
+        fusion_params("kuoro", {"hidden_size": 0})
+    with pytest.raises(ConfigError, match="'tfidf' is not a fusion backend"):
+        fusion_params("tfidf", {})

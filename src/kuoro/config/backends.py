@@ -455,11 +455,12 @@ def _unknown_hint(key: str, allowed: list[str]) -> str:
 
 
 def check_params(
-    project_id: str, backend: str, raw: Mapping[str, object]
+    project_id: str, backend: str, raw: Mapping[str, object], *, where: str | None = None
 ) -> tuple[dict[str, object], list[str]]:
     """A project's backend parameters with the defaults filled in, and every problem found
-    (one message per key; the parameters are only usable when there is none)."""
-    where = f"project '{project_id}'"
+    (one message per key; the parameters are only usable when there is none). ``where``:
+    what the messages name instead of the project (e.g. a Python estimator)."""
+    where = where or f"project '{project_id}'"
     if backend not in BACKENDS:
         return {}, [f"{where}: unknown backend '{backend}'. Allowed: {', '.join(sorted(BACKENDS))}"]
     specs = BACKENDS[backend].params

@@ -27,6 +27,7 @@ from kuoro.config.backends import (
     join_errors,
     show_value,
 )
+from kuoro.config.params import FusionParams, fusion_params
 from kuoro.errors import ConfigError, NotFoundError
 
 ANALYZERS = ("simple", "snowball", "simplemma")
@@ -68,6 +69,10 @@ class ProjectConfig:
     @property
     def kind(self) -> Literal["source", "fusion"]:
         return BACKENDS[self.backend].kind
+
+    def fusion_params(self) -> FusionParams:
+        """A fusion project's parameters, typed (a ConfigError for a source project)."""
+        return fusion_params(self.backend, self.params, project_id=self.project_id)
 
 
 def parse_analyzer(spec: str) -> tuple[str, str | None]:

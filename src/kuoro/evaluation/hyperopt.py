@@ -18,6 +18,7 @@ since its scores would not compare.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -375,9 +376,8 @@ def run_hyperopt(
         raise KuoroError(f"--trials must be at least 1, not {trials}")
     space = search_space(project)
     storage = storage or default_storage(project)
-    params = dict(project.config.params)
+    params = project.config.fusion_params()
     weights = [ref.weight for ref in project.config.sources]
-    split_seed = int(params.get("seed", 0))  # type: ignore[call-overload]
     if pruner is None:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
@@ -396,10 +396,8 @@ def run_hyperopt(
             try:
                 _, info = fit_fusion(
                     store,
-                    {**params, **searched},
-                    project.config.backend,
+                    dataclasses.replace(params, **searched),  # the split follows params.seed
                     weights,
-                    seed=split_seed,
                     device=device,
                     validation_store=held_out,
                     callbacks=[PruningCallback(trial, prune=not baseline), shown],

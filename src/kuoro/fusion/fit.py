@@ -8,7 +8,7 @@ trained on), and runs the Trainer. ``mean`` trains nothing but is still scored o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kuoro.config.params import FusionParams, KuoroParams, LinearParams
 from kuoro.errors import KuoroError
 from kuoro.fusion.candidates import ConceptPrior, build_candidates
 from kuoro.fusion.losses import loss_by_name, training_objective
@@ -183,30 +184,30 @@ def gold_counts(part: StorePart) -> np.ndarray:
 
 
 def build_model(
-    family: str,
-    params: Mapping[str, object],
+    params: FusionParams,
     n_concepts: int,
     source_weights: Sequence[float],
     seed: int,
 ) -> nn.Module:
-    """A fresh model of ``family``; ``members`` > 1 gives a MemberEnsemble of seeds seed…"""
-    names = KUORO_HYPERPARAMETERS if family == "kuoro" else ()
-    hyper = {k: _float(params, k) for k in names if k in params}
+    """A fresh model of the parameters' family; ``members`` > 1 gives a MemberEnsemble of
+    seeds seed, seed + 1, …"""
 
     def one(member_seed: int) -> nn.Module:
         torch.manual_seed(member_seed)
+        hyper: dict[str, float | int | bool] = {}
+        if isinstance(params, KuoroParams):
+            hyper = {name: getattr(params, name) for name in KUORO_HYPERPARAMETERS}
         return create_model(
-            family,
+            params.family,
             n_concepts=n_concepts,
             n_sources=len(source_weights),
             source_weights=source_weights,
             **hyper,
         )
 
-    members = _int(params, "members", 1)
-    if family == "mean" or members <= 1:
+    if not isinstance(params, KuoroParams) or params.members <= 1:
         return one(seed)
-    return MemberEnsemble(one, seeds=[seed + i for i in range(members)])
+    return MemberEnsemble(one, seeds=[seed + i for i in range(params.members)])
 
 
 def _predict(model: nn.Module, batch: CandidateBatch) -> Tensor:
@@ -228,11 +229,9 @@ def evaluate(model: nn.Module, batches: Sequence[CandidateBatch]) -> dict[str, f
 
 def fit_fusion(
     store: SuggestionStore,
-    params: Mapping[str, object],
-    family: str,
+    params: FusionParams,
     source_weights: Sequence[float],
     *,
-    seed: int,
     progress: bool = False,
     device: str = "cpu",
     validation_store: SuggestionStore | None = None,
@@ -240,7 +239,8 @@ def fit_fusion(
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: Path | None = None,
 ) -> tuple[nn.Module, FitInfo]:
-    """Train a fusion model of ``family`` on the store's documents; the model is on the CPU.
+    """Train a fusion model of the parameters' family on the store's documents (seeded with
+    ``params.seed``); the model is on the CPU.
 
     The held-out documents are ``validation_store``'s, or a random split of ``store`` as the
     ``validation`` parameter says; they are scored, never trained on, and not in the prior.
@@ -254,13 +254,15 @@ def fit_fusion(
         train = StorePart(store, np.arange(len(store), dtype=np.int64))
         held_out = StorePart(validation_store, np.arange(len(validation_store), dtype=np.int64))
     else:
-        train_positions, held_positions = split_positions(len(store), params["validation"], seed)
+        train_positions, held_positions = split_positions(
+            len(store), params.validation, params.seed
+        )
         train, held_out = StorePart(store, train_positions), StorePart(store, held_positions)
+    seed = params.seed
     torch.manual_seed(seed)
-    model = build_model(family, params, store.vocab_size, source_weights, seed)
+    model = build_model(params, store.vocab_size, source_weights, seed)
     return train_fusion_model(
         model,
-        family,
         params,
         [train],
         held_out,
@@ -276,8 +278,7 @@ def fit_fusion(
 
 def train_fusion_model(
     model: nn.Module,
-    family: str,
-    params: Mapping[str, object],
+    params: FusionParams,
     train: Sequence[StorePart],
     held_out: StorePart,
     prior_counts: np.ndarray,
@@ -316,12 +317,11 @@ def train_fusion_model(
     model = model.to(target)
     baseline = evaluate(model, val_batches).get(MONITOR) if must_improve else None
     epochs, best_epoch = 0, None
-    if family != "mean":
+    if isinstance(params, LinearParams):  # a model that trains
         resume = checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_STATE).is_file()
         if checkpoint_dir is not None:
             callbacks = [*callbacks, Checkpoint(checkpoint_dir)]
-        trainer, max_epochs, batch_size = _trainer(
-            family,
+        trainer = _trainer(
             model,
             params,
             val_batches,
@@ -332,9 +332,9 @@ def train_fusion_model(
             baseline=baseline,
         )
         state = trainer.fit(
-            lambda epoch: _Epoch(train, batch_size, prior, seed + epoch, target),
+            lambda epoch: _Epoch(train, params.batch_size, prior, seed + epoch, target),
             val_batches or None,
-            max_epochs=max_epochs,
+            max_epochs=params.max_epochs,
             resume_from=checkpoint_dir if resume else None,
         )
         epochs = state.epoch
@@ -357,9 +357,8 @@ def train_fusion_model(
 
 
 def _trainer(
-    family: str,
     model: nn.Module,
-    params: Mapping[str, object],
+    params: LinearParams,
     val_batches: Sequence[CandidateBatch],
     progress: bool,
     history_path: Path | None,
@@ -367,30 +366,25 @@ def _trainer(
     extra_callbacks: Sequence[Callback] = (),
     *,
     baseline: float | None = None,
-) -> tuple[Trainer, int, int]:
-    """The Trainer for ``model``, its max_epochs and batch size."""
-    if family == "linear":
-        # Annif's ensemble: plain BCE, no weight decay, its learning rate and batch size.
-        loss_name = str(LINEAR_TRAINING["loss"])
-        weight_decay = 0.0
-    else:
-        loss_name = str(params.get("loss", "mix"))
-        weight_decay = _float(params, "weight_decay", 0.0)
+) -> Trainer:
+    """The Trainer for ``model``."""
+    loss_name: str = str(LINEAR_TRAINING["loss"])  # Annif's ensemble: plain BCE
+    weight_decay = 0.0  # and no weight decay
+    if isinstance(params, KuoroParams):
+        loss_name, weight_decay = params.loss, params.weight_decay
     loss = loss_by_name(_LOSS_NAMES.get(loss_name, loss_name))
-    lr = _float(params, "learning_rate")
-    optimizers = make_optimizers(model, lr, weight_decay)
+    optimizers = make_optimizers(model, params.learning_rate, weight_decay)
     callbacks: list[Callback] = []
-    if params.get("early_stopping", True) and val_batches:
-        patience = _int(params, "patience")
+    if params.early_stopping and val_batches:
         callbacks.append(
-            EarlyStopping(monitor=MONITOR, mode="max", patience=patience, baseline=baseline)
+            EarlyStopping(monitor=MONITOR, mode="max", patience=params.patience, baseline=baseline)
         )
     if history_path is not None:
         callbacks.append(History(history_path))
     if progress:
         callbacks.append(ProgressBar(enabled=True))
     callbacks.extend(extra_callbacks)
-    trainer = Trainer(
+    return Trainer(
         model,
         optimizers[0],
         training_objective(loss),
@@ -400,7 +394,6 @@ def _trainer(
         predict_fn=_predict,
         seed=seed,
     )
-    return trainer, _int(params, "max_epochs"), _int(params, "batch_size")
 
 
 def _device(name: str) -> str:
@@ -409,17 +402,3 @@ def _device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise KuoroError("--device cuda was asked for, but torch sees no CUDA device")
     return name
-
-
-def _int(params: Mapping[str, object], key: str, default: int | None = None) -> int:
-    value = params.get(key, default)
-    if not isinstance(value, int):
-        raise KuoroError(f"fusion parameter '{key}' must be an integer, not {value!r}")
-    return value
-
-
-def _float(params: Mapping[str, object], key: str, default: float | None = None) -> float:
-    value = params.get(key, default)
-    if not isinstance(value, int | float):
-        raise KuoroError(f"fusion parameter '{key}' must be a number, not {value!r}")
-    return float(value)

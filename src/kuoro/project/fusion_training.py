@@ -18,6 +18,7 @@ unless an epoch beats it there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kuoro.config.params import KuoroParams, LinearParams, fusion_params
 from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.fit import (
@@ -84,7 +86,7 @@ def train_fusion(
 ) -> TrainingSummary:
     """Fill (or reuse) the project's store for the corpora and train its model on it."""
     sources = trained_sources(project)
-    params = dict(project.config.params)
+    params = project.config.fusion_params()
     started = time.perf_counter()
     with ExitStack() as stack:
         store, held_out = stack.enter_context(
@@ -103,9 +105,7 @@ def train_fusion(
             return fit_fusion(
                 store,
                 params,
-                project.config.backend,
                 [ref.weight for ref in project.config.sources],
-                seed=int(params.get("seed", 0)),  # type: ignore[call-overload]
                 progress=progress,
                 device=device,
                 validation_store=held_out,
@@ -157,10 +157,10 @@ def learn_fusion(
     model = load_torch_model(project, version_dir, manifest)
     prior_counts = load_prior(project, version_dir, int(manifest["model"]["n_concepts"]))
     sources = trained_sources(project, manifest)
-    params = dict(project.config.params)
-    seed = int(params.get("seed", 0))  # type: ignore[call-overload]
-    if quick:
-        params["max_epochs"] = min(int(params["max_epochs"]), QUICK_EPOCHS)  # type: ignore[call-overload]
+    params = project.config.fusion_params()
+    seed = params.seed
+    if quick and isinstance(params, LinearParams):
+        params = dataclasses.replace(params, max_epochs=min(params.max_epochs, QUICK_EPOCHS))
     started = time.perf_counter()
     learn_path = project.datadir.learn_store_path(pid)
     with ExitStack() as stack:
@@ -195,7 +195,7 @@ def learn_fusion(
                 len(split[1]),
             )
         else:
-            trained, held = split_positions(len(new), params["validation"], seed)
+            trained, held = split_positions(len(new), params.validation, seed)
             train, held_out = [StorePart(new, trained)], StorePart(new, held)
             log.warning(
                 "the store '%s' was trained on is gone or changed: learning from the %d new "
@@ -209,7 +209,6 @@ def learn_fusion(
         counts = prior_counts + sum(gold_counts(part) for part in train if part.store is new)
         model, info = train_fusion_model(
             model,
-            project.config.backend,
             params,
             train,
             held_out,
@@ -392,10 +391,10 @@ def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str,
     pid = project.project_id
     spec = manifest["model"]
     try:
+        # Models saved before concept_sources existed were trained without it.
+        params = fusion_params(spec["family"], {"concept_sources": False, **manifest["params"]})
         model = build_model(
-            spec["family"],
-            # Models saved before concept_sources existed were trained without it.
-            {"concept_sources": False, **manifest["params"]},
+            params,
             int(spec["n_concepts"]),
             [s["weight"] for s in manifest["sources"]],
             seed=0,
@@ -462,12 +461,12 @@ def _save(
 ) -> TrainingSummary:
     """Save the model as the project's new current version; ``store``: what it learnt from."""
     seconds = time.perf_counter() - started
-    params = dict(project.config.params)
+    params = project.config.fusion_params()
     metadata = {
         "project_id": project.project_id,
         "kind": "fusion",
         "backend": project.config.backend,
-        "params": params,
+        "params": dict(project.config.params),
         "language": project.config.language,
         "vocabulary": {
             "name": project.vocabulary.name,
@@ -488,7 +487,7 @@ def _save(
             "family": project.config.backend,
             "n_concepts": len(info.prior_counts),
             "top_k": store.top_k,
-            "members": int(params.get("members", 1)),  # type: ignore[call-overload]
+            "members": params.members if isinstance(params, KuoroParams) else 1,
         },
         # Kuoro's and Python's versions are in every manifest already (model_files).
         "libraries": {"torch": torch.__version__, "numpy": np.__version__},
