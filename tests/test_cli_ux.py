@@ -116,7 +116,8 @@ def test_docs_limit_on_train_learn_and_hyperopt(
     test = str(workspace / "test.tsv")
     code, out, _ = run(workspace, capsys, "train", "arch-linear", test, "-d", "200")
     assert code == 0 and "trained 'arch-linear' on 200 documents" in out
-    code, out, _ = run(workspace, capsys, "learn", "arch-linear", train, "-d", "40")
+    code, out, err = run(workspace, capsys, "learn", "arch-linear", train, "-d", "40")
+    assert code == 0, err
     assert code == 0 and "'arch-linear' learnt from 40 documents" in out
     code, out, err = run(
         workspace, capsys, "-v", "hyperopt", "arch-linear", test, "-d", "200", "--trials", "1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from kuoro.config.backends import parameter_table
@@ -83,3 +84,37 @@ def test_the_example_session_runs_as_written(tmp_path: Path) -> None:
     assert len(outputs) == len(session)
     for (_, expected), output in zip(session, outputs, strict=True):
         _shown_in(expected, output)
+
+
+def test_the_public_api_is_what_all_lists_and_loads_lazily() -> None:
+    code = (
+        "import sys, kuoro; names = kuoro.__all__; "
+        "assert not {'torch', 'sklearn', 'fasttext', 'omikuji'} & set(sys.modules), 'heavy'; "
+        "missing = [n for n in names if getattr(kuoro, n, None) is None]; "
+        "assert not missing, missing; print(len(names))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 20
+
+
+@requires_shared_data
+def test_the_python_api_example_runs_as_written() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Python API") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("```", start)]
+    # Run from the checkout, whose neighbour ../shared/data the example reads.
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=README.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["tfidf", "lexical", "fusion"]
+    scores = {line.split()[0]: float(line.split()[2]) for line in lines[1:]}
+    # The fusion of the two sources is better than either alone on these test documents.
+    assert scores["fusion"] > max(scores["tfidf"], scores["lexical"])

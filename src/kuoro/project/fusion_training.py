@@ -391,8 +391,10 @@ def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str,
     pid = project.project_id
     spec = manifest["model"]
     try:
-        # Models saved before concept_sources existed were trained without it.
-        params = fusion_params(spec["family"], {"concept_sources": False, **manifest["params"]})
+        saved = dict(manifest["params"])
+        if spec["family"] == "kuoro":  # saved before concept_sources existed: trained without
+            saved.setdefault("concept_sources", False)
+        params = fusion_params(spec["family"], saved)
         model = build_model(
             params,
             int(spec["n_concepts"]),

@@ -19,8 +19,13 @@ import scipy.sparse as sp
 
 from kuoro.analyzers import Analyzer, make_analyzer
 from kuoro.config.backends import BACKENDS
-from kuoro.config.projects import ProjectConfig, parse_analyzer
-from kuoro.errors import ModelError
+from kuoro.config.projects import (
+    ProjectConfig,
+    find_projects_file,
+    load_projects,
+    parse_analyzer,
+)
+from kuoro.errors import ModelError, NotFoundError
 from kuoro.project.datadir import DataDir
 from kuoro.project.fusion_kind import FusionKind
 from kuoro.project.model_files import read_model
@@ -34,7 +39,7 @@ from kuoro.vocab.vocabulary import Vocabulary
 if TYPE_CHECKING:
     from kuoro.fusion.fit import FitInfo
 
-__all__ = ["Project", "Suggestion", "TrainingSummary"]
+__all__ = ["Project", "Suggestion", "TrainingSummary", "open_project"]
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +219,20 @@ class Project:
             )
             for i, s in zip(ids, scores, strict=True)
         ]
+
+
+def open_project(
+    project_id: str,
+    *,
+    projects: str | Path | None = None,
+    datadir: str | Path | DataDir | None = None,
+) -> Project:
+    """A configured project, as the command line opens it: ``projects`` is the projects.toml
+    file or projects.d directory (default $KUORO_PROJECTS, then ./projects.toml, then
+    ./projects.d), ``datadir`` the data directory (default $KUORO_DATADIR, then ./data)."""
+    configs = load_projects(find_projects_file(projects, Path.cwd()))
+    if project_id not in configs:
+        known = ", ".join(configs) or "none"
+        raise NotFoundError(f"no project '{project_id}' (configured: {known})")
+    root = datadir if isinstance(datadir, DataDir) else DataDir.resolve(datadir)
+    return Project(configs[project_id], root, configs)

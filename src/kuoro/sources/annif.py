@@ -64,16 +64,6 @@ class AnnifSource(Source):
         self.batch_size = batch_size
         self._client: httpx.Client | None = None
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "top_k": self.top_k,
-            "endpoint": self.endpoint,
-            "project": self.project,
-            "timeout": self.timeout,
-            "retries": self.retries,
-            "batch_size": self.batch_size,
-        }
-
     # -- the remote project ----------------------------------------------------------------
 
     @property

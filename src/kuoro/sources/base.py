@@ -9,6 +9,7 @@ is kept per document.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -61,16 +62,38 @@ class Source(ABC):
     def load_state(self, directory: Path) -> None:
         """Read the learned state written by :meth:`save_state`."""
 
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The names of the parameters: the keyword-only arguments of ``__init__``."""
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY]
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        """The parameters this source was built with (``top_k`` and the backend's own), as
+        scikit-learn's estimators give them; each is an attribute of the same name."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def set_params(self, **params: Any) -> Source:
+        """Change parameters; they take effect at the next ``fit``."""
+        unknown = sorted(set(params) - set(self.param_names()))
+        if unknown:
+            allowed = ", ".join(self.param_names())
+            raise ValueError(f"{type(self).__name__} has no parameter {', '.join(unknown)}; "
+                             f"its parameters: {allowed}")  # fmt: skip
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
     def params(self) -> dict[str, Any]:
-        """The parameters this source was built with (``top_k`` and the backend's own)."""
-        return {"top_k": self.top_k}
+        """The parameters, as saved with a trained model (``get_params``)."""
+        return self.get_params()
 
     def library_versions(self) -> dict[str, str]:
         """Versions of the libraries whose files the learned state contains."""
         return {}
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params().items()))
+        params = ", ".join(f"{k}={v!r}" for k, v in sorted(self.get_params().items()))
         return f"{type(self).__name__}({params})"
 
 

@@ -72,18 +72,6 @@ class FasttextSource(Source):
         self._label_ids: dict[str, int] = {}
         self._n_labels = 0
 
-    def params(self) -> dict[str, Any]:
-        return {
-            **super().params(),
-            "loss": self.loss,
-            "dim": self.dim,
-            "lr": self.lr,
-            "epoch": self.epoch,
-            "word_ngrams": self.word_ngrams,
-            "min_count": self.min_count,
-            "chunk_size": self.chunk_size,
-        }
-
     def library_versions(self) -> dict[str, str]:
         from importlib.metadata import version
 

@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,9 +56,6 @@ class FileSource(Source):
     ) -> None:
         super().__init__(vocabulary, analyzer, top_k=top_k)
         self.path = path
-
-    def params(self) -> dict[str, Any]:
-        return {"top_k": self.top_k, "path": self.path}
 
     # -- reading the file ------------------------------------------------------------------
 

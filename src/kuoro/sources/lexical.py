@@ -27,7 +27,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice, pairwise
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -216,9 +215,6 @@ class LexicalSource(Source):
         self.hits_ = np.zeros(size, np.int64)
         self.base_rate_ = 0.5
         self._index: LabelIndex | None = None
-
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "max_train_documents": self.max_train_documents}
 
     def library_versions(self) -> dict[str, str]:
         # The model holds simplemma's dictionary and labels lemmatised by it.

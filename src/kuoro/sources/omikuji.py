@@ -15,7 +15,6 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import omikuji
 import scipy.sparse as sp
@@ -64,17 +63,6 @@ class OmikujiSource(Source):
         self.ngram_max = ngram_max
         self.features_: TfidfFeatures | None = None
         self.model_: omikuji.Model | None = None
-
-    def params(self) -> dict[str, Any]:
-        return {
-            **super().params(),
-            "cluster_balanced": self.cluster_balanced,
-            "cluster_k": self.cluster_k,
-            "max_depth": self.max_depth,
-            "collapse_every_n_layers": self.collapse_every_n_layers,
-            "min_df": self.min_df,
-            "ngram_max": self.ngram_max,
-        }
 
     def library_versions(self) -> dict[str, str]:
         return {"omikuji": omikuji.__version__, "scikit-learn": sklearn.__version__}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy
@@ -52,14 +51,6 @@ class TfidfSource(Source):
         self.sublinear_tf = sublinear_tf
         self.features_: TfidfFeatures | None = None
         self.index_: sp.csr_matrix | None = None  # features × concepts, columns L2-normalised
-
-    def params(self) -> dict[str, Any]:
-        return {
-            **super().params(),
-            "min_df": self.min_df,
-            "ngram_max": self.ngram_max,
-            "sublinear_tf": self.sublinear_tf,
-        }
 
     def library_versions(self) -> dict[str, str]:
         return {"scikit-learn": sklearn.__version__, "scipy": scipy.__version__}
