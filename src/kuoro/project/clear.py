@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kuoro.config.projects import ProjectConfig
 from kuoro.project.datadir import DataDir
-from kuoro.project.model_files import CURRENT, MANIFEST
+from kuoro.project.model_files import MANIFEST
 
 log = logging.getLogger("kuoro")
 
@@ -79,11 +79,8 @@ def _own_stores(datadir: DataDir, config: ProjectConfig) -> set[Path]:
 def _trained_stores(datadir: DataDir) -> Iterator[tuple[str, Path | None]]:
     """(project id, the store its current model was trained on, or None) for every project
     with a current model in the data directory, configured or not."""
-    folder = datadir.root / "projects"
-    if not folder.is_dir():
-        return
-    for pointer in sorted(folder.glob(f"*/{CURRENT}")):
-        pid = pointer.parent.name
+    for pid in datadir.trained_project_ids():
+        pointer = datadir.current_pointer(pid)
         try:
             version = pointer.read_text(encoding="utf-8").strip()
             manifest = json.loads((pointer.parent / version / MANIFEST).read_text("utf-8"))

@@ -80,6 +80,18 @@ class DataDir:
             return self.root / recorded
         return self.legacy_store_path(project_id)
 
+    def trained_project_ids(self) -> list[str]:
+        """The projects that have a current model in this directory, configured or not."""
+        folder = self.root / "projects"
+        if not folder.is_dir():
+            return []
+        return sorted(p.parent.name for p in folder.glob(f"*/{CURRENT}") if p.is_file())
+
+    def legacy_validation_store_path(self, project_id: str) -> Path:
+        """Where a fusion project kept the store of its validation corpus before stores were
+        shared."""
+        return self.project_dir(project_id).with_name(f"{project_id}.validation.store")
+
     def legacy_store_path(self, project_id: str) -> Path:
         """Where a fusion project kept its own store before stores were shared."""
         return self.project_dir(project_id).with_name(f"{project_id}.store")
@@ -102,7 +114,7 @@ class DataDir:
         candidates = [
             self.project_dir(project_id),
             self.legacy_store_path(project_id),
-            self.legacy_store_path(project_id).with_name(f"{project_id}.validation.store"),
+            self.legacy_validation_store_path(project_id),
             self.learn_store_path(project_id),
             self.checkpoint_dir(project_id),
             self.hyperopt_storage(project_id),

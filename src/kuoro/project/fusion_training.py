@@ -323,7 +323,7 @@ def training_stores(
                 )
                 held_out = store
             else:
-                legacy = legacy.with_name(f"{project.project_id}.validation.store")
+                legacy = project.datadir.legacy_validation_store_path(project.project_id)
                 held_out = stack.enter_context(
                     _shared_store(
                         project, sources, [Path(validation)], jobs, cached, progress, legacy
