@@ -34,6 +34,7 @@ from torch import nn
 
 from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.errors import KuoroError, ModelError
+from kuoro.fusion.export import export_arrays
 from kuoro.fusion.fit import (
     FitInfo,
     StorePart,
@@ -43,7 +44,7 @@ from kuoro.fusion.fit import (
     split_positions,
     train_fusion_model,
 )
-from kuoro.fusion.numpy_model import NumpyFusion, export_arrays
+from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.project.fusion_files import (
     HISTORY,
     NUMPY,
