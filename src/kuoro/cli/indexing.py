@@ -9,12 +9,14 @@ import logging
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 import click
+from tqdm import tqdm
 
 from kuoro.cli.context import (
     Context,
@@ -25,8 +27,14 @@ from kuoro.cli.context import (
     label_language_option,
     pass_context,
 )
+from kuoro.corpus.documents import Corpus
+from kuoro.corpus.limited import first_documents
 from kuoro.errors import KuoroError
+from kuoro.evaluation.evaluate import evaluate, suggestion_batches
 from kuoro.evaluation.metrics import ANNIF_ORDER
+from kuoro.evaluation.optimize import GridAccumulator, best_point
+from kuoro.project.batch import suggest_corpus
+from kuoro.util.atomic import atomic_write
 from kuoro.util.progress import DOC_UNIT, count_documents
 from kuoro.util.wording import plural
 
@@ -114,8 +122,6 @@ def train_command(
     A fusion project runs its trained sources over the corpus (once: their suggestions are
     stored and reused) and trains its model on them.
     """
-    from kuoro.corpus.limited import first_documents
-
     project = _open(obj, project_id, backend_params)
     with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
         summary = project.train(
@@ -176,8 +182,6 @@ def _with_progress(
 ) -> Iterator[tuple[Batch, sp.csr_matrix]]:
     """The batches of ``stream``, counted on a bar of ``total`` documents (an estimate: the
     bar ends at the documents there were)."""
-    from tqdm import tqdm
-
     with tqdm(desc=desc, unit=DOC_UNIT, total=total, disable=not enabled) as bar:
         for batch, rows in stream:
             yield batch, rows
@@ -243,12 +247,6 @@ def index_command(
     backend_params: Sequence[str],
 ) -> None:
     """Write suggestions for each ID.txt in each of DIRECTORIES to ID.annif beside it."""
-    from collections import deque
-
-    from kuoro.corpus.documents import Corpus
-    from kuoro.project.batch import suggest_corpus
-    from kuoro.util.atomic import atomic_write
-
     project = _open(obj, project_id, backend_params)
     language = check_label_language(project, label_language)
     kept = written = 0
@@ -295,8 +293,6 @@ def _scored_batches(
 ) -> Iterator[tuple[sp.csr_matrix, list[tuple[int, ...]]]]:
     """(suggestion rows, gold subjects) per batch; the model is loaded before this returns.
     ``total``: about how many documents there are, for the progress bar."""
-    from kuoro.evaluation.evaluate import suggestion_batches
-
     if jobs == 1:
         _ = project.model  # load the model before timing; workers load their own copy
     stream = suggestion_batches(project, documents, jobs=jobs)
@@ -349,9 +345,6 @@ def eval_command(
 
     The metrics are those of `annif eval`, with the same names and definitions.
     """
-    from kuoro.corpus.documents import Corpus
-    from kuoro.evaluation.evaluate import evaluate, suggestion_batches
-
     project = _open(obj, project_id, backend_params)
     language = check_label_language(project, label_language)
     documents = Corpus(
@@ -420,8 +413,6 @@ def _subject_table(
 
 
 def _write_text(path: Path, text: str) -> None:
-    from kuoro.util.atomic import atomic_write
-
     with atomic_write(path) as out:
         out.write(text.encode("utf-8"))
 
@@ -547,9 +538,6 @@ def optimize_command(
     Suggests for each document once, then evaluates document-average precision, recall and F1
     (as `annif optimize` does) at every limit and threshold.
     """
-    from kuoro.corpus.documents import Corpus
-    from kuoro.evaluation.optimize import GridAccumulator, best_point
-
     project = _open(obj, project_id, backend_params)
     documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
     grid = GridAccumulator(limits, thresholds)

@@ -14,6 +14,7 @@ from kuoro.cli.context import (
     docs_limit_option,
     pass_context,
 )
+from kuoro.corpus.limited import first_documents
 from kuoro.util.wording import plural
 
 
@@ -44,8 +45,6 @@ def learn_command(
     kept is chosen on the original held-out documents, and the current model stays unless an
     epoch beats it there.
     """
-    from kuoro.corpus.limited import first_documents
-
     project = obj.open_project(project_id, backend_params)
     with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
         summary = project.learn(paths, jobs=jobs, progress=obj.show_progress, device=device)

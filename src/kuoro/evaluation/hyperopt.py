@@ -38,6 +38,7 @@ from optuna.distributions import (
     json_to_distribution,
 )
 from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
 
 from kuoro.errors import KuoroError
 from kuoro.fusion.fit import fit_fusion
@@ -217,8 +218,6 @@ class TrialProgress(Callback):
         self._best = -math.inf
 
     def on_fit_start(self, trainer: Trainer, state: TrainingState) -> None:
-        from tqdm import tqdm
-
         self.close()
         self._bar = tqdm(
             total=state.max_epochs,
