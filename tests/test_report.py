@@ -266,8 +266,8 @@ def test_search_plot_numbers_trials_with_integers(monkeypatch: pytest.MonkeyPatc
     import optuna
     from optuna.trial import create_trial
 
-    from kuoro.evaluation.hyperopt import HyperoptResult
     from kuoro.evaluation.report import plots as report_module
+    from kuoro.evaluation.search_results import HyperoptResult
 
     study = optuna.create_study(direction="maximize")
     for value in (0.40, 0.45, 0.43):

@@ -85,7 +85,8 @@ def hyperopt_command(
     # Optuna, and torch through the trainer: heavy, loaded only to search.
     import optuna
 
-    from kuoro.evaluation.hyperopt import MIN_IMPORTANCE_TRIALS, format_toml_snippet, run_hyperopt
+    from kuoro.evaluation.hyperopt import run_hyperopt
+    from kuoro.evaluation.search_results import MIN_IMPORTANCE_TRIALS, format_toml_snippet
 
     # Optuna logs every trial at INFO; its progress bar says enough unless -v asks for more.
     optuna.logging.set_verbosity(

@@ -24,14 +24,10 @@ from tqdm import tqdm
 
 from kuoro.corpus.documents import Corpus, Document
 from kuoro.evaluation.evaluate import Evaluation, evaluate
-from kuoro.evaluation.hyperopt import (
-    SEARCH_SPACES,
-    HyperoptResult,
-    default_storage,
-    load_search,
-)
+from kuoro.evaluation.hyperopt import SEARCH_SPACES
 from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.evaluation.optimize import GridAccumulator
+from kuoro.evaluation.search_results import HyperoptResult, default_storage, load_search
 from kuoro.fusion.candidates import build_candidates
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.numpy_model import NumpyFusion

@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kuoro.evaluation.hyperopt import format_toml_snippet
 from kuoro.evaluation.optimize import best_point
 from kuoro.evaluation.report.gather import TOP, Gathered, History, Search
 from kuoro.evaluation.report.plots import (
@@ -18,6 +17,7 @@ from kuoro.evaluation.report.plots import (
     plot_sources,
     plot_training,
 )
+from kuoro.evaluation.search_results import format_toml_snippet
 from kuoro.project.project import Project
 from kuoro.util.wording import plural
 

@@ -18,9 +18,9 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import offset_copy
 from optuna.trial import TrialState
 
-from kuoro.evaluation.hyperopt import MIN_IMPORTANCE_TRIALS, HyperoptResult
 from kuoro.evaluation.optimize import GridPoint, best_point
 from kuoro.evaluation.report.gather import LIMITS, TOP, Contribution
+from kuoro.evaluation.search_results import MIN_IMPORTANCE_TRIALS, HyperoptResult
 from kuoro.util.wording import plural
 
 COLOURS = {"precision": "#1f77b4", "recall": "#ff7f0e", "f1": "#2ca02c"}
