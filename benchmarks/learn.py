@@ -24,18 +24,14 @@ import torch
 
 from kuoro.config.projects import load_projects
 from kuoro.corpus.documents import Corpus
-from kuoro.evaluation.metrics import RankingMetrics
-from kuoro.project.batch import suggest_corpus
+from kuoro.evaluation.evaluate import Evaluation, evaluate, suggestion_batches
 from kuoro.project.datadir import DataDir
 from kuoro.project.project import Project
 
 
-def evaluate(project: Project, corpus: Path) -> dict[str, float]:
-    metrics = RankingMetrics(limit=10)
+def test_scores(project: Project, corpus: Path) -> Evaluation:
     documents = Corpus([corpus], project.vocabulary, language=project.config.language)
-    for batch, rows in suggest_corpus(project, documents, jobs=1):
-        metrics.update(rows, [d.subjects for d in batch])
-    return metrics.compute()
+    return evaluate(suggestion_batches(project, documents), limit=10)
 
 
 def main() -> None:
@@ -58,12 +54,12 @@ def main() -> None:
         project = Project(config, DataDir(args.datadir), projects)
         project.train([args.train])
         trained = project.last_fit
-        before = evaluate(project, args.test)
+        before = test_scores(project, args.test)
         started = time.perf_counter()
         project.learn([args.learn])
         seconds = time.perf_counter() - started
         learnt = project.last_fit
-        after = evaluate(project, args.test)
+        after = test_scores(project, args.test)
         assert trained is not None and learnt is not None
         rows.append(
             {

@@ -27,9 +27,10 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates, feature_names
+from kuoro.fusion.export import export_arrays
 from kuoro.fusion.members import MemberEnsemble
 from kuoro.fusion.models import KuoroFusion
-from kuoro.fusion.numpy_model import NumpyFusion, export_arrays
+from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.tensors import to_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -38,8 +38,7 @@ else:
 
 from kuoro.config.projects import load_projects
 from kuoro.corpus.documents import Corpus
-from kuoro.evaluation.metrics import RankingMetrics
-from kuoro.project.batch import suggest_corpus
+from kuoro.evaluation.evaluate import evaluate, suggestion_batches
 from kuoro.project.datadir import DataDir
 from kuoro.project.project import Project
 
@@ -49,11 +48,8 @@ TOKEN = "benchmark-token"
 def test_ndcg(datadir: Path, projects_file: Path, project_id: str, test: Path) -> float:
     projects = load_projects(projects_file)
     project = Project(projects[project_id], DataDir(datadir), projects)
-    metrics = RankingMetrics(limit=10)
     documents = Corpus([test], project.vocabulary, language=project.config.language)
-    for batch, rows in suggest_corpus(project, documents):
-        metrics.update(rows, [d.subjects for d in batch])
-    return metrics.compute()["NDCG@10"]
+    return evaluate(suggestion_batches(project, documents), limit=10)["NDCG@10"]
 
 
 def documents(path: Path, count: int) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kuoro.cli import main
-from kuoro.cli.indexing import EVAL_METRICS, MISSING_SUBJECTS
+from kuoro.cli.evaluation import EVAL_METRICS, MISSING_SUBJECTS
 from kuoro.config.projects import load_projects
 from kuoro.corpus.documents import Corpus
 from kuoro.evaluation.metrics import RankingMetrics

@@ -17,16 +17,13 @@ from kuoro.cli.app import cli, main
 from kuoro.cli.tuning import hyperopt_command
 from kuoro.config.backends import validate_params
 from kuoro.errors import KuoroError
-from kuoro.evaluation.hyperopt import (
+from kuoro.evaluation.hyperopt import PruningCallback, TrialProgress, run_hyperopt, search_space
+from kuoro.evaluation.search_results import (
     BASELINE,
     MIN_IMPORTANCE_TRIALS,
-    PruningCallback,
-    TrialProgress,
     default_storage,
     format_toml_snippet,
     importances,
-    run_hyperopt,
-    search_space,
 )
 from kuoro.project.project import Project
 from kuoro.training.callbacks import TrainingState

@@ -16,9 +16,10 @@ from torch import nn
 from kuoro.errors import ModelError
 from kuoro.fusion import numpy_model as numpy_model_module
 from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates, feature_names
+from kuoro.fusion.export import export_arrays
 from kuoro.fusion.members import MemberEnsemble
 from kuoro.fusion.models import KuoroFusion, LinearFusion, MeanFusion
-from kuoro.fusion.numpy_model import NumpyFusion, export_arrays
+from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.tensors import to_batch
 
 from conftest import load_benchmark

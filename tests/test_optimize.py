@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from kuoro.cli.app import cli, main
-from kuoro.cli.indexing import optimize_command
+from kuoro.cli.evaluation import optimize_command
 from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.evaluation.optimize import (
     DEFAULT_LIMITS,

@@ -266,8 +266,8 @@ def test_search_plot_numbers_trials_with_integers(monkeypatch: pytest.MonkeyPatc
     import optuna
     from optuna.trial import create_trial
 
-    from kuoro.evaluation import report as report_module
-    from kuoro.evaluation.hyperopt import HyperoptResult
+    from kuoro.evaluation.report import plots as report_module
+    from kuoro.evaluation.search_results import HyperoptResult
 
     study = optuna.create_study(direction="maximize")
     for value in (0.40, 0.45, 0.43):
@@ -277,8 +277,8 @@ def test_search_plot_numbers_trials_with_integers(monkeypatch: pytest.MonkeyPatc
         best_trial=1, baseline_params={}, baseline_value=0.40, complete=3,
     )  # fmt: skip
     figures = []
-    monkeypatch.setattr(report_module, "_png", lambda figure, alt: figures.append(figure) or "")
-    report_module._plot_search(result, study.trials)
+    monkeypatch.setattr(report_module, "png", lambda figure, alt: figures.append(figure) or "")
+    report_module.plot_search(result, study.trials)
     history, importance = figures[0].axes[:2]
     ticks = [t for t in history.get_xticks() if history.get_xlim()[0] <= t <= history.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks), ticks

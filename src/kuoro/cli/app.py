@@ -11,20 +11,22 @@ from pathlib import Path
 import click
 
 from kuoro.cli.context import Context, echo_table, pass_context, progress_disabled
-from kuoro.cli.indexing import (
-    eval_command,
-    index_command,
-    optimize_command,
-    suggest_command,
-    train_command,
-)
-from kuoro.cli.learn import learn_command
+from kuoro.cli.evaluation import eval_command, optimize_command
+from kuoro.cli.indexing import index_command, suggest_command
 from kuoro.cli.serve import serve_command
+from kuoro.cli.training import learn_command, train_command
 from kuoro.cli.tuning import hyperopt_command, report_command
-from kuoro.errors import KuoroError
+from kuoro.config.annif_import import import_annif_config
+from kuoro.corpus.stats import corpus_statistics, format_statistics
+from kuoro.errors import KuoroError, VocabularyError
+from kuoro.project.clear import clear_project
 from kuoro.project.datadir import DataDir
+from kuoro.project.model_files import CURRENT
+from kuoro.util.atomic import atomic_write
+from kuoro.util.progress import TqdmLoggingHandler
 from kuoro.util.version import __version__
 from kuoro.util.wording import plural
+from kuoro.vocab.formats import read_vocabulary
 
 log = logging.getLogger("kuoro")
 
@@ -65,8 +67,6 @@ def cli(
 
 
 def _configure_logging(verbosity: int) -> None:
-    from kuoro.util.progress import TqdmLoggingHandler
-
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     # Through tqdm, so that a message printed while a progress bar is shown gets its own line.
     handler = TqdmLoggingHandler()
@@ -97,8 +97,6 @@ def load_vocab(obj: Context, name: str, file: Path, language: str | None, force:
 
     Loading a newer version of a vocabulary keeps the ids of concepts it already had.
     """
-    from kuoro.vocab.formats import read_vocabulary
-
     vocab = read_vocabulary(file, language, name=name)
     stored, update = obj.datadir.store_vocabulary(vocab, source=str(file), force=force)
     if update.repaired is not None:
@@ -125,8 +123,6 @@ def list_vocabs(obj: Context) -> None:
 
     A damaged one is listed as such and makes the exit status non-zero.
     """
-    from kuoro.errors import VocabularyError
-
     names = obj.datadir.vocabulary_names()
     if not names:
         click.echo(f"no vocabularies in {obj.datadir.root}; load one with: kuoro load-vocab")
@@ -176,8 +172,6 @@ def list_projects(obj: Context) -> None:
 def _modification_time(datadir: DataDir, project_id: str) -> str | None:
     """When the project's current model became current (UTC), or None if it is not trained:
     the time the REST API gives as ``modification_time``."""
-    from kuoro.project.model_files import CURRENT
-
     try:
         stamp = (datadir.project_dir(project_id) / CURRENT).stat().st_mtime
     except OSError:
@@ -228,8 +222,6 @@ def clear(obj: Context, project_id: str) -> None:
     for a fusion project, those over exactly its sources) unless another project's current
     model was trained on one or a process is using it. Refused while the project trains.
     """
-    from kuoro.project.clear import clear_project
-
     config = obj.project(project_id)
     cleared = clear_project(obj.datadir, config)
     for path, what in cleared.removed:
@@ -264,9 +256,6 @@ def config_group() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def config_import(annif_config: Path, output: Path | None, force: bool) -> None:
     """Convert an Annif projects.cfg into the equivalent Kuoro projects.toml."""
-    from kuoro.config.annif_import import import_annif_config
-    from kuoro.util.atomic import atomic_write
-
     result = import_annif_config(annif_config)
     for note in result.notes:
         log.warning("%s", note)
@@ -292,8 +281,6 @@ def corpus_stats(
     obj: Context, corpus: Sequence[Path], vocab_name: str, language: str | None
 ) -> None:
     """Read each CORPUS against a vocabulary and print statistics of its documents and subjects."""
-    from kuoro.corpus.stats import corpus_statistics, format_statistics
-
     vocab = obj.datadir.load_vocabulary(vocab_name)
     stats = [
         corpus_statistics(path, vocab, language=language, disable_progress=progress_disabled(obj))

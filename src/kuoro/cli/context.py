@@ -6,16 +6,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from kuoro.errors import NotFoundError
+from kuoro.config.overrides import with_backend_params
+from kuoro.config.projects import ProjectConfig, find_projects_file, load_projects
+from kuoro.errors import ConfigError, NotFoundError
 from kuoro.project.datadir import DataDir
-
-if TYPE_CHECKING:
-    from kuoro.config.projects import ProjectConfig
-    from kuoro.project.project import Project
+from kuoro.project.project import Project
 
 
 @dataclass
@@ -27,8 +25,6 @@ class Context:
     verbosity: int
 
     def projects(self) -> dict[str, ProjectConfig]:
-        from kuoro.config.projects import find_projects_file, load_projects
-
         return load_projects(find_projects_file(self.projects_path, Path.cwd()))
 
     def project(self, project_id: str) -> ProjectConfig:
@@ -41,10 +37,6 @@ class Context:
     def open_project(self, project_id: str, backend_params: Sequence[str] = ()) -> Project:
         """The project, with every configured project at hand (a fusion project's sources)
         and ``--backend-param`` settings applied for this run."""
-        from kuoro.config.overrides import with_backend_params
-        from kuoro.errors import ConfigError
-        from kuoro.project.project import Project
-
         projects = self.projects()
         config = self.project(project_id)
         try:

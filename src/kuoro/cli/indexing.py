@@ -1,18 +1,14 @@
-"""The commands that train projects and use them: ``train``, ``suggest``, ``index``, ``eval``,
-``optimize``."""
+"""``kuoro suggest`` and ``kuoro index``: a project's suggestions for texts and directories."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import sys
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, cast
 
 import click
 
@@ -20,113 +16,30 @@ from kuoro.cli.context import (
     Context,
     backend_param_option,
     check_label_language,
-    device_option,
-    docs_limit_option,
     label_language_option,
     pass_context,
 )
-from kuoro.errors import KuoroError
-from kuoro.evaluation.metrics import ANNIF_ORDER
-from kuoro.util.progress import DOC_UNIT, count_documents
+from kuoro.corpus.documents import Corpus
+from kuoro.project.batch import suggest_corpus
+from kuoro.util.atomic import atomic_write
+from kuoro.util.progress import count_documents
 from kuoro.util.wording import plural
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
     from kuoro.corpus.documents import Document
-    from kuoro.evaluation.metrics import SubjectResult
     from kuoro.project.project import Project, Suggestion
 
-log = logging.getLogger("kuoro")
-
-# The order `eval` prints metrics in: Kuoro's first lines, then the rest in Annif's order (names
-# as `annif eval` prints them), Kuoro's extra @k ones before LRAP and the counts.
-_HEADLINE = (
-    "Precision@1",
-    "Precision@3",
-    "Precision@5",
-    "Recall@5",
-    "F1@5",
-    "NDCG",
-    "NDCG@5",
-    "NDCG@10",
+from kuoro.cli.options import (
+    configured_project,
+    jobs_option,
+    limit_option,
+    threshold_option,
+    with_progress,
 )
-EVAL_METRICS = (*_HEADLINE, *(name for name in ANNIF_ORDER if name not in _HEADLINE))
-MISSING_SUBJECTS = "Gold subjects not in vocabulary"
-_NAME_WIDTH = max(map(len, [*EVAL_METRICS, MISSING_SUBJECTS])) + 2
 
-jobs_option = click.option(
-    "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-    help="Parallel jobs (processes for suggestion, threads where a library trains with them).",
-)  # fmt: skip
-# The most suggestions a document can get (a project's `limit` and `top_k` have the same bound).
-MAX_LIMIT = 10_000
-
-
-def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    # click.FloatRange lets nan through: it fails every comparison.
-    if math.isnan(value):
-        raise click.BadParameter("nan is not a number between 0 and 1")
-    return value
-
-
-limit_option = click.option(
-    "--limit", type=click.IntRange(1, MAX_LIMIT), default=10, show_default=True,
-    help="Suggestions per document.",
-)  # fmt: skip
-threshold_option = click.option(
-    "--threshold", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-    callback=_finite_threshold, help="Minimum score of a suggestion.",
-)  # fmt: skip
-
-
-def _open(obj: Context, project_id: str, backend_params: Sequence[str] = ()) -> Project:
-    """The project, with every configured project at hand (a fusion project's sources) and
-    the ``--backend-param`` settings applied."""
-    return obj.open_project(project_id, backend_params)
-
-
-@click.command("train")
-@click.argument("project_id")
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
-@jobs_option
-@click.option(
-    "--cached/--no-cached", default=True, show_default=True,
-    help="Fusion: reuse the sources' stored suggestions while sources and corpus are unchanged, "
-    "and resume an interrupted training of the same data and parameters.",
-)  # fmt: skip
-@device_option
-@docs_limit_option
-@backend_param_option
-@pass_context
-def train_command(
-    obj: Context,
-    project_id: str,
-    corpus: Sequence[Path],
-    jobs: int,
-    cached: bool,
-    device: str,
-    docs_limit: int | None,
-    backend_params: Sequence[str],
-) -> None:
-    """Train PROJECT_ID on one or more CORPUS paths (read in sequence).
-
-    A fusion project runs its trained sources over the corpus (once: their suggestions are
-    stored and reused) and trains its model on them.
-    """
-    from kuoro.corpus.limited import first_documents
-
-    project = _open(obj, project_id, backend_params)
-    with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
-        summary = project.train(
-            paths, jobs=jobs, progress=obj.show_progress, cached=cached, device=device
-        )
-    click.echo(
-        f"trained '{project_id}' on {plural(summary.documents, 'document')} in "
-        f"{summary.seconds:.1f} s -> {summary.model_dir}"
-    )
-    if summary.report:
-        click.echo(summary.report)
+log = logging.getLogger("kuoro")
 
 
 @click.command("suggest")
@@ -150,7 +63,7 @@ def suggest_command(
 
     Prints one suggestion per line: <uri>, label, [notation,] score, tab-separated.
     """
-    project = _open(obj, project_id, backend_params)
+    project = configured_project(obj, project_id, backend_params)
     language = check_label_language(project, label_language)
     if files:
         texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
@@ -162,36 +75,6 @@ def suggest_command(
             click.echo(f"Suggestions for {text_file}")
         for s in _ranked(project, rows[i], limit, threshold, language):
             click.echo(_suggestion_line(s.uri, s.label, s.notation, s.score))
-
-
-# A batch of documents: a list, or any sequence of them.
-Batch = TypeVar("Batch", bound=Sequence["Document"])
-
-
-def _with_progress(
-    stream: Iterator[tuple[Batch, sp.csr_matrix]],
-    desc: str,
-    enabled: bool,
-    total: int | None = None,
-) -> Iterator[tuple[Batch, sp.csr_matrix]]:
-    """The batches of ``stream``, counted on a bar of ``total`` documents (an estimate: the
-    bar ends at the documents there were)."""
-    from tqdm import tqdm
-
-    with tqdm(desc=desc, unit=DOC_UNIT, total=total, disable=not enabled) as bar:
-        for batch, rows in stream:
-            yield batch, rows
-            bar.update(len(batch))
-        bar.total = bar.n
-
-
-def _corpus_size(paths: Sequence[Path], docs_limit: int | None) -> int | None:
-    """The documents a bar over the corpus counts to: its lines or files (``count_documents``:
-    no parsing, a plain read of each file's bytes), no more than ``docs_limit``."""
-    counted = count_documents(paths)
-    if counted is None or docs_limit is None:
-        return docs_limit if counted is None else counted
-    return min(counted, docs_limit)
 
 
 def _ranked(
@@ -243,13 +126,7 @@ def index_command(
     backend_params: Sequence[str],
 ) -> None:
     """Write suggestions for each ID.txt in each of DIRECTORIES to ID.annif beside it."""
-    from collections import deque
-
-    from kuoro.corpus.documents import Corpus
-    from kuoro.project.batch import suggest_corpus
-    from kuoro.util.atomic import atomic_write
-
-    project = _open(obj, project_id, backend_params)
+    project = configured_project(obj, project_id, backend_params)
     language = check_label_language(project, label_language)
     kept = written = 0
     targets: deque[Path] = deque()  # of the documents handed on, in order
@@ -267,7 +144,7 @@ def index_command(
 
     stream = suggest_corpus(project, wanted(), jobs=jobs)
     total = count_documents(directories)
-    for batch, rows in _with_progress(stream, "indexing", obj.show_progress, total):
+    for batch, rows in with_progress(stream, "indexing", obj.show_progress, total):
         for i in range(len(batch)):
             lines = [
                 _suggestion_line(s.uri, s.label, s.notation, s.score) + "\n"
@@ -283,318 +160,3 @@ def index_command(
         )
     where = ", ".join(map(str, directories))
     click.echo(f"indexed {plural(written, 'document')} in {where}")
-
-
-def _scored_batches(
-    obj: Context,
-    project: Project,
-    documents: Iterable[Document],
-    jobs: int,
-    desc: str,
-    total: int | None,
-) -> Iterator[tuple[sp.csr_matrix, list[tuple[int, ...]]]]:
-    """(suggestion rows, gold subjects) per batch; the model is loaded before this returns.
-    ``total``: about how many documents there are, for the progress bar."""
-    from kuoro.evaluation.evaluate import suggestion_batches
-
-    if jobs == 1:
-        _ = project.model  # load the model before timing; workers load their own copy
-    stream = suggestion_batches(project, documents, jobs=jobs)
-    return (
-        (rows, [d.subjects for d in batch])
-        for batch, rows in _with_progress(stream, desc, obj.show_progress, total)
-    )
-
-
-def _metric_line(name: str, value: float) -> str:
-    shown = str(value) if isinstance(value, int) else f"{value:.4f}"
-    return f"{name + ':':<{_NAME_WIDTH}}{shown}"
-
-
-@click.command("eval")
-@click.argument("project_id")
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
-@limit_option
-@threshold_option
-@jobs_option
-@click.option(
-    "-M", "--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write every metric to this JSON file, flat as `annif eval` writes it: "
-    '{"Precision_doc_avg": 0.41, "NDCG@10": 0.52, ...} (spaces as _, no brackets).',
-)  # fmt: skip
-@click.option(
-    "-r", "--results-file", type=click.Path(dir_okay=False, path_type=Path),
-    help="Write per-subject results to this TSV file, with Annif's columns (URI, Label, "
-    "Support, True_positives, False_positives, False_negatives, Precision, Recall, F1_score); "
-    "one line per subject that was gold or suggested, by support, descending.",
-)  # fmt: skip
-@docs_limit_option
-@label_language_option
-@backend_param_option
-@pass_context
-def eval_command(
-    obj: Context,
-    project_id: str,
-    corpus: Sequence[Path],
-    limit: int,
-    threshold: float,
-    jobs: int,
-    metrics_file: Path | None,
-    results_file: Path | None,
-    docs_limit: int | None,
-    label_language: str | None,
-    backend_params: Sequence[str],
-) -> None:
-    """Evaluate PROJECT_ID on documents with gold subjects and print the metrics.
-
-    The metrics are those of `annif eval`, with the same names and definitions.
-    """
-    from kuoro.corpus.documents import Corpus
-    from kuoro.evaluation.evaluate import evaluate, suggestion_batches
-
-    project = _open(obj, project_id, backend_params)
-    language = check_label_language(project, label_language)
-    documents = Corpus(
-        list(corpus), project.vocabulary, language=language or project.config.language
-    )
-    if jobs == 1:
-        _ = project.model  # load the model before timing; workers load their own copy
-    batches = suggestion_batches(project, documents, jobs=jobs, limit=docs_limit)
-    total = _corpus_size(corpus, docs_limit)
-    evaluation = evaluate(
-        _with_progress(batches, "evaluating", obj.show_progress, total),
-        limit=limit,
-        threshold=threshold,
-        n_concepts=len(project.vocabulary),
-    )
-    results = evaluation.metrics
-    missing = sum(documents.report.unknown_subjects.values())
-    for name in EVAL_METRICS:
-        click.echo(_metric_line(name, results[name]))
-    click.echo(_metric_line(MISSING_SUBJECTS, missing))
-    log.info(
-        "evaluated in %.1f s (%.1f documents/s)",
-        evaluation.seconds,
-        evaluation.documents / evaluation.seconds,
-    )
-    if metrics_file is not None:
-        # Flat, every value a number, as pipelines (DVC) read Annif's file; Annif's metrics in
-        # Annif's order with Kuoro's extra ones (Recall@k, F1@1, F1@3, LRAP, gold subjects not
-        # in the vocabulary) as further keys of the same kind.
-        flat = {metric_code(name): results[name] for name in ANNIF_ORDER}
-        flat[metric_code(MISSING_SUBJECTS)] = missing
-        _write_text(metrics_file, json.dumps(flat, indent=2) + "\n")
-        log.info("metrics written to %s", metrics_file)
-    if results_file is not None:
-        _write_text(results_file, _subject_table(project, evaluation.subjects, language))
-        log.info("per-subject results written to %s", results_file)
-
-
-def metric_code(name: str) -> str:
-    """A metric's key in the metrics file, as Annif writes it: "Precision (doc avg)" is
-    "Precision_doc_avg", "NDCG@10" stays."""
-    return name.replace(" ", "_").replace("(", "").replace(")", "")
-
-
-# Annif's columns of `eval --results-file`.
-RESULTS_COLUMNS = (
-    "URI", "Label", "Support", "True_positives", "False_positives", "False_negatives",
-    "Precision", "Recall", "F1_score",
-)  # fmt: skip
-
-
-def _subject_table(
-    project: Project, results: Sequence[SubjectResult], language: str | None = None
-) -> str:
-    vocab = project.vocabulary
-    if language is None and project.config.language in vocab.languages:
-        language = project.config.language
-    lines = ["\t".join(RESULTS_COLUMNS) + "\n"]
-    for r in results:  # by support, descending, as subject_results() gives them
-        label = (vocab.label(r.concept, language) or "").replace("\t", " ")
-        lines.append(
-            f"{vocab.uri(r.concept)}\t{label}\t{r.support}\t{r.hits}\t{r.predicted - r.hits}\t"
-            f"{r.support - r.hits}\t{r.precision:.4f}\t{r.recall:.4f}\t{r.f1:.4f}\n"
-        )
-    return "".join(lines)
-
-
-def _write_text(path: Path, text: str) -> None:
-    from kuoro.util.atomic import atomic_write
-
-    with atomic_write(path) as out:
-        out.write(text.encode("utf-8"))
-
-
-# Bounds of `optimize`'s grid: every limit up to the largest is evaluated at every threshold.
-MAX_GRID_LIMIT = 1000
-MAX_GRID_THRESHOLDS = 1000
-MAX_GRID_POINTS = 100_000
-
-
-def _number_list(text: str, kind: type[float], low: float, high: float, most: int) -> list[float]:
-    """Comma-separated values and inclusive FROM-TO[:STEP] ranges: "1-20", "1,3,5", "0-0.5:0.1".
-
-    Every value lies in [low, high] and there are at most ``most``: checked before a range is
-    spelled out, so that "1-100000000" is refused at once.
-    """
-    numbers: list[float] = []
-
-    def number(word: str) -> float:
-        value = kind(word)
-        if math.isnan(value) or not low <= value <= high:
-            raise click.BadParameter(f"{word.strip()} is not between {low:g} and {high:g}")
-        return value
-
-    for item in text.split(","):
-        span, _, step_text = item.strip().partition(":")
-        first, dash, last = span.partition("-")
-        if not dash:
-            if step_text:
-                raise click.BadParameter(f"{item.strip()!r}: a step needs a range, FROM-TO:STEP")
-            numbers.append(number(span))
-            continue
-        start, stop = number(first), number(last)
-        step = kind(step_text) if step_text else kind(1 if kind is int else 0.05)
-        if not step > 0 or stop < start:  # `not >`: a nan step is refused too
-            raise click.BadParameter(f"{item.strip()!r}: a range goes up, by a positive step")
-        span_steps = (stop - start) / step  # inf for a step too small to count
-        if not span_steps < most:
-            raise click.BadParameter(f"{text!r} has more than {most} values")
-        count = math.floor(span_steps + 1e-9) + 1
-        if len(numbers) + count > most:
-            raise click.BadParameter(f"{text!r} has more than {most} values")
-        # Rounded, so that 0.15 is the float 0.15 and not 0.15000000000000002.
-        numbers.extend(kind(round(start + i * step, 10)) for i in range(count))
-    if len(numbers) > most:
-        raise click.BadParameter(f"{text!r} has more than {most} values")
-    return sorted(set(numbers))
-
-
-def _check_grid(ctx: click.Context, limits: object, thresholds: object) -> None:
-    """Refuse a grid too big to evaluate; checked by whichever option click reads second."""
-    if not isinstance(limits, tuple) or not isinstance(thresholds, tuple):
-        return
-    points = max(limits) * len(thresholds)
-    if points > MAX_GRID_POINTS:
-        raise click.UsageError(
-            f"the grid of limits up to {max(limits)} by {len(thresholds)} thresholds has "
-            f"{points} points; at most {MAX_GRID_POINTS}: fewer thresholds or smaller limits",
-            ctx,
-        )
-
-
-def _limits(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        limits = tuple(int(n) for n in _number_list(value, int, 1, MAX_GRID_LIMIT, MAX_GRID_LIMIT))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a list like 1-20 or 1,3,5") from None
-    _check_grid(ctx, limits, ctx.params.get("thresholds"))
-    return limits
-
-
-def _thresholds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
-    try:
-        thresholds = tuple(_number_list(value, float, 0.0, 1.0, MAX_GRID_THRESHOLDS))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a list like 0-0.95:0.05 or 0,0.2,0.4") from None
-    _check_grid(ctx, ctx.params.get("limits"), thresholds)
-    return thresholds
-
-
-# What `optimize` reports the best of, as `annif optimize` does.
-_OPTIMIZED: tuple[tuple[Literal["precision", "recall", "f1"], str], ...] = (
-    ("precision", "Precision"),
-    ("recall", "Recall"),
-    ("f1", "F1 score"),
-)
-
-
-@click.command("optimize")
-@click.argument("project_id")
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--limits", default="1-20", show_default=True, callback=_limits,
-    help="Limits to try: ranges and/or values, comma-separated (1-20, 1,3,5).",
-)  # fmt: skip
-@click.option(
-    "--thresholds", default="0-0.95:0.05", show_default=True, callback=_thresholds,
-    help="Thresholds to try: FROM-TO:STEP ranges and/or values, comma-separated.",
-)  # fmt: skip
-@jobs_option
-@click.option("--show-grid", is_flag=True, help="Also print every point of the grid.")
-@click.option(
-    "--grid-file", type=click.Path(dir_okay=False, path_type=Path),
-    help="Write every point of the grid to this TSV file.",
-)  # fmt: skip
-@docs_limit_option
-@backend_param_option
-@pass_context
-def optimize_command(
-    obj: Context,
-    project_id: str,
-    corpus: Sequence[Path],
-    limits: tuple[int, ...],
-    thresholds: tuple[float, ...],
-    jobs: int,
-    show_grid: bool,
-    grid_file: Path | None,
-    docs_limit: int | None,
-    backend_params: Sequence[str],
-) -> None:
-    """Find the limit and threshold that give PROJECT_ID its best F1 on CORPUS.
-
-    Suggests for each document once, then evaluates document-average precision, recall and F1
-    (as `annif optimize` does) at every limit and threshold.
-    """
-    from kuoro.corpus.documents import Corpus
-    from kuoro.evaluation.optimize import GridAccumulator, best_point
-
-    project = _open(obj, project_id, backend_params)
-    documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
-    grid = GridAccumulator(limits, thresholds)
-    batches = _scored_batches(
-        obj,
-        project,
-        islice(documents, docs_limit),
-        jobs,
-        "optimizing",
-        _corpus_size(corpus, docs_limit),
-    )
-    started = time.perf_counter()
-    for rows, gold in batches:
-        grid.update(rows, gold)
-    seconds = time.perf_counter() - started
-    if not grid.documents:
-        raise KuoroError("no documents to evaluate")
-    log.info("evaluated in %.1f s (%.1f documents/s)", seconds, grid.documents / seconds)
-    points = grid.points()
-    if show_grid:
-        click.echo(f"{'limit':>5}  {'threshold':>9}  {'precision':>9}  {'recall':>9}  {'f1':>9}")
-        for p in points:
-            click.echo(
-                f"{p.limit:>5}  {_threshold(p.threshold):>9}  {p.precision:>9.4f}  "
-                f"{p.recall:>9.4f}  {p.f1:>9.4f}"
-            )
-        click.echo()
-    for metric, name in _OPTIMIZED:
-        best = best_point(points, metric)
-        click.echo(
-            f"{f'Best {name} (doc avg):':<28}{getattr(best, metric):.4f}  "
-            f"limit {best.limit}, threshold {_threshold(best.threshold)}"
-        )
-    click.echo(f"{'Documents evaluated:':<28}{grid.documents}")
-    best = best_point(points, "f1")
-    click.echo(f"Best F1 with: --limit {best.limit} --threshold {_threshold(best.threshold)}")
-    if grid_file is not None:
-        lines = ["limit\tthreshold\tprecision\trecall\tf1\n"] + [
-            f"{p.limit}\t{_threshold(p.threshold)}\t{p.precision:.6f}\t{p.recall:.6f}\t{p.f1:.6f}\n"
-            for p in points
-        ]
-        _write_text(grid_file, "".join(lines))
-        log.info("grid written to %s", grid_file)
-
-
-def _threshold(value: float) -> str:
-    """0.15 as "0.15"; finer thresholds with the digits they need."""
-    return f"{value:.2f}" if round(value, 2) == value else f"{value:g}"

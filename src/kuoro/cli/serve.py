@@ -45,6 +45,7 @@ def serve_command(
     Private projects are not served; hidden ones are served but not listed. GET /health tells
     which projects are ready; the OpenAPI spec is at /openapi.json.
     """
+    # uvicorn, and FastAPI with pydantic through the server: heavy, loaded only to serve.
     import uvicorn
 
     from kuoro.server.app import create_app

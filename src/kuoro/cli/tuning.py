@@ -16,6 +16,7 @@ from kuoro.cli.context import (
     docs_limit_option,
     pass_context,
 )
+from kuoro.corpus.limited import first_documents
 from kuoro.util.wording import plural
 
 if TYPE_CHECKING:
@@ -81,10 +82,11 @@ def hyperopt_command(
     A validation corpus like the documents the project will index (e.g. the most recent
     ones) makes the gain of the best trial likelier to carry over to them.
     """
+    # Optuna, and torch through the trainer: heavy, loaded only to search.
     import optuna
 
-    from kuoro.corpus.limited import first_documents
-    from kuoro.evaluation.hyperopt import MIN_IMPORTANCE_TRIALS, format_toml_snippet, run_hyperopt
+    from kuoro.evaluation.hyperopt import run_hyperopt
+    from kuoro.evaluation.search_results import MIN_IMPORTANCE_TRIALS, format_toml_snippet
 
     # Optuna logs every trial at INFO; its progress bar says enough unless -v asks for more.
     optuna.logging.set_verbosity(
@@ -179,6 +181,7 @@ def report_command(
     subjects served worst, the hyperparameter search (if one was run) and the documents the
     project gets most wrong.
     """
+    # matplotlib, Optuna and torch: heavy, loaded only to write a report.
     from kuoro.evaluation.report import write_report
 
     project = _open(obj, project_id)

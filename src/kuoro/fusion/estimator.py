@@ -33,8 +33,9 @@ from kuoro.corpus.documents import Corpus, Document
 from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.candidates import ConceptPrior
+from kuoro.fusion.export import export_arrays
 from kuoro.fusion.fit import FitInfo, fit_fusion
-from kuoro.fusion.numpy_model import NumpyFusion, export_arrays
+from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.predictor import FusionPredictor
 from kuoro.store.builder import (
     CORPUS_FINGERPRINT,

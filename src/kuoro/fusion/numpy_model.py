@@ -1,15 +1,16 @@
 """Trained fusion models as plain numpy arrays: scoring candidates without importing torch.
 
-``export_arrays`` turns a trained model (``MeanFusion``, ``LinearFusion``, ``KuoroFusion``, or a
-``MemberEnsemble`` of one of them) into named arrays, with metadata arrays (format, version,
-family, member count, the constants of the math, the feature columns) that make a saved
-``.npz`` file self-describing. ``NumpyFusion`` reads them back, checks every key, dtype and
-shape, and computes what the torch model's ``predict_scores`` computes in eval mode (dropout
-off), vectorised over all candidates of a batch and all members at once, in float32.
+``kuoro.fusion.export.export_arrays`` turns a trained torch model (``MeanFusion``,
+``LinearFusion``, ``KuoroFusion``, or a ``MemberEnsemble`` of one of them) into named arrays,
+with metadata arrays (format, version, family, member count, the constants of the math, the
+feature columns) that make a saved ``.npz`` file self-describing. ``NumpyFusion`` reads them
+back, checks every key, dtype and shape, and computes what the torch model's
+``predict_scores`` computes in eval mode (dropout off), vectorised over all candidates of a
+batch and all members at once, in float32.
 
 Every parameter array has a leading member dimension (1 for a single model); members average
-their scores, not their logits, as ``MemberEnsemble.predict_scores`` does. Torch is imported by
-``export_arrays`` alone, so that serving a saved model never loads it.
+their scores, not their logits, as ``MemberEnsemble.predict_scores`` does. This module never
+imports torch, so that serving a saved model never loads it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Mapping
 from dataclasses import replace
-from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,13 +27,8 @@ from kuoro.errors import ModelError
 from kuoro.fusion.candidates import Candidates, feature_names
 from kuoro.util.atomic import atomic_write
 
-if TYPE_CHECKING:
-    from torch import Tensor, nn
-
 FORMAT = "kuoro-fusion-numpy"
 FORMAT_VERSION = 1
-# Tensors a model holds that do not take part in its predictions.
-TRAINING_ONLY = frozenset({"concept_l2"})
 
 # Activations per block of the MLP (float32: 1 MiB), so that they stay in the CPU's L2 cache.
 MLP_BLOCK = 2**18
@@ -153,7 +148,7 @@ class _Reader:
 # --- the families: arrays and math, N members at once -----------------------------------------
 
 
-class _Family:
+class Family:
     """One model family's arrays and forward pass; every output has the members first."""
 
     name: ClassVar[str]
@@ -174,7 +169,7 @@ class _Family:
         return _sigmoid(self.logits(c))
 
 
-class _Mean(_Family):
+class MeanFamily(Family):
     """The weighted mean of the sources' scores (``MeanFusion``)."""
 
     name = "mean"
@@ -184,7 +179,7 @@ class _Mean(_Family):
         self.n_members, self.n_sources = weights.shape
 
     @classmethod
-    def read(cls, r: _Reader) -> _Mean:
+    def read(cls, r: _Reader) -> MeanFamily:
         return cls(r.floats("weights", MEMBERS, SOURCES))
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -194,7 +189,7 @@ class _Mean(_Family):
         return np.asarray(self.weights @ c.scores.T)
 
 
-class _Linear(_Family):
+class LinearFamily(Family):
     """sigmoid(scale · (Σ_s W[c, s] · log1p(score_s) + b[c] + b)) (``LinearFusion``)."""
 
     name = "linear"
@@ -213,7 +208,7 @@ class _Linear(_Family):
         self.n_members, self.n_concepts, self.n_sources = source_weight.shape
 
     @classmethod
-    def read(cls, r: _Reader) -> _Linear:
+    def read(cls, r: _Reader) -> LinearFamily:
         return cls(
             r.number("output_scale"),
             r.floats("source_weight", MEMBERS, CONCEPTS, SOURCES),
@@ -235,7 +230,7 @@ class _Linear(_Family):
         return np.asarray(self.output_scale * (z + self.bias[:, None]))
 
 
-class _Kuoro(_Family):
+class KuoroFamily(Family):
     """The gated, calibrated mean plus an MLP and a per-concept correction (``KuoroFusion``).
 
     logit = a · logit(Σ_s g_s · score_s) + b + mlp(features, mean) + c[concept]; one method
@@ -284,7 +279,7 @@ class _Kuoro(_Family):
         self._widest = max(w.shape[1] for w, _ in mlp)
 
     @classmethod
-    def read(cls, r: _Reader) -> _Kuoro:
+    def read(cls, r: _Reader) -> KuoroFamily:
         gate_prior = r.floats("gate_prior", MEMBERS, SOURCES)
         n_sources = r.sizes[SOURCES]
         columns = r.texts("feature_names", "features")
@@ -408,8 +403,8 @@ class _Kuoro(_Family):
         return logits
 
 
-_FAMILIES: dict[str, type[_Mean] | type[_Linear] | type[_Kuoro]] = {
-    f.name: f for f in (_Mean, _Linear, _Kuoro)
+_FAMILIES: dict[str, type[MeanFamily] | type[LinearFamily] | type[KuoroFamily]] = {
+    f.name: f for f in (MeanFamily, LinearFamily, KuoroFamily)
 }
 
 
@@ -419,7 +414,7 @@ _FAMILIES: dict[str, type[_Mean] | type[_Linear] | type[_Kuoro]] = {
 class NumpyFusion:
     """A trained fusion model in numpy: the torch model's ``predict_scores``, without torch."""
 
-    def __init__(self, family: _Family) -> None:
+    def __init__(self, family: Family) -> None:
         self._family = family
 
     @property
@@ -441,8 +436,8 @@ class NumpyFusion:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> NumpyFusion:
-        """Check arrays from ``export_arrays`` (or a file) and build the model; ModelError
-        names what is missing, malformed or unknown."""
+        """Check arrays from ``export_arrays`` (``kuoro.fusion.export``) or a file and build
+        the model; ModelError names what is missing, malformed or unknown."""
         r = _Reader(arrays)
         if "format" not in arrays or r.text("format") != FORMAT:
             raise _bad(f"not a {FORMAT} model")
@@ -505,6 +500,14 @@ class NumpyFusion:
         """(m,) float32 scores in [0, 1]: the members' scores, averaged."""
         return np.asarray(self.member_scores(candidates).mean(axis=0), dtype=np.float32)
 
+    def gate_weights(self, candidates: Candidates) -> np.ndarray | None:
+        """(N, n_docs, S) each member's gate over the sources for each document (rows sum to
+        1), or None for a family without a gate (mean, linear)."""
+        family = self._family
+        if not isinstance(family, KuoroFamily):
+            return None
+        return family.gate_weights(self._checked(candidates))
+
     def _checked(self, c: Candidates) -> Candidates:
         """The candidates in the dtypes the math expects, after checking they fit the model."""
         f = self._family
@@ -530,92 +533,3 @@ class NumpyFusion:
                 features=c.features.astype(np.float32),
             )
         return c
-
-
-# --- export from torch ------------------------------------------------------------------------
-
-
-def export_arrays(model: nn.Module) -> dict[str, np.ndarray]:
-    """The arrays of a trained torch fusion model, for ``NumpyFusion.from_arrays``; they
-    predict as the model does in eval mode, whatever its mode now.
-
-    Raises TypeError for a model that is no fusion model, and ValueError for one holding a
-    tensor this export does not know (a new component: extend this module for it).
-    """
-    import torch
-    from torch import nn
-
-    from kuoro.fusion.members import MemberEnsemble
-    from kuoro.fusion.models import (
-        LINEAR_OUTPUT_SCALE,
-        LOGIT_EPS,
-        KuoroFusion,
-        LinearFusion,
-        MeanFusion,
-    )
-
-    tensors: dict[str, Tensor]
-    if isinstance(model, MemberEnsemble):
-        # The members' code, with their tensors on "meta"; read for its class and settings.
-        template: nn.Module = model.template
-        stacked = chain(model.stacked.named_parameters(), model.stacked.named_buffers())
-        # Undo members._key: the stacked names are the member's with "." spelt "__".
-        tensors = {name.replace("__", "."): t for name, t in stacked}
-    else:
-        template = model
-        named = chain(model.named_parameters(), model.named_buffers())
-        tensors = {name: t[None] for name, t in named}
-
-    used: set[str] = set()
-
-    def take(name: str, dtype: torch.dtype = torch.float32) -> np.ndarray:
-        used.add(name)
-        array: np.ndarray = tensors[name].detach().to("cpu", dtype).numpy().copy()
-        return array
-
-    if isinstance(template, MeanFusion):
-        family: _Family = _Mean(take("weights"))
-    elif isinstance(template, LinearFusion):
-        family = _Linear(
-            LINEAR_OUTPUT_SCALE,
-            take("source_weight.weight"),
-            take("concept_bias.weight")[:, :, 0],
-            take("bias"),
-        )
-    elif isinstance(template, KuoroFusion):
-        kinds = [type(m).__name__ for m in template.mlp if not isinstance(m, nn.Dropout)]
-        n_layers = sum(isinstance(m, nn.Linear) for m in template.mlp)
-        if kinds != ["Linear"] + ["ReLU", "Linear"] * (n_layers - 1):
-            raise ValueError(f"export_arrays knows MLPs of Linear and ReLU layers, not {kinds}")
-        mlp = [
-            (take(f"mlp.{i}.weight"), take(f"mlp.{i}.bias"))
-            for i, m in enumerate(template.mlp)
-            if isinstance(m, nn.Linear)
-        ]
-        n_sources = tensors["gate_prior"].shape[1]
-        gate_columns = take("gate_columns", torch.int64)[0]  # the same for every member
-        per_document = len(gate_columns) // n_sources
-        family = _Kuoro(
-            feature_columns=list(feature_names(n_sources)),
-            gate_top_k=template.gate_top_k,
-            logit_eps=LOGIT_EPS,
-            gate_prior=take("gate_prior"),
-            gate_weight=take("gate.weight"),
-            gate_columns=gate_columns,
-            count_columns=gate_columns.reshape(n_sources, per_document)[:, template.count_offset],
-            log_scale=take("log_scale"),
-            shift=take("shift"),
-            mlp=mlp,
-            concept_bias=take("concept_bias.weight")[:, :, 0],
-            concept_source=(take("concept_source.weight") if template.concept_sources else None),
-        )
-    else:
-        raise TypeError(f"export_arrays cannot export a {type(template).__name__}")
-
-    unknown = set(tensors) - used - TRAINING_ONLY
-    if unknown:
-        raise ValueError(
-            f"export_arrays does not know the {type(template).__name__} tensors "
-            f"{', '.join(sorted(unknown))}: the numpy model would ignore them"
-        )
-    return NumpyFusion(family).to_arrays()

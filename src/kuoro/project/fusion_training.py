@@ -36,6 +36,7 @@ from torch import nn
 from kuoro.config.params import KuoroParams, LinearParams, fusion_params
 from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.errors import KuoroError, ModelError
+from kuoro.fusion.export import export_arrays
 from kuoro.fusion.fit import (
     FitInfo,
     StorePart,
@@ -45,7 +46,7 @@ from kuoro.fusion.fit import (
     split_positions,
     train_fusion_model,
 )
-from kuoro.fusion.numpy_model import NumpyFusion, export_arrays
+from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.project.fusion_files import (
     HISTORY,
     NUMPY,

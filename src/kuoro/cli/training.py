@@ -1,4 +1,4 @@
-"""``kuoro learn``: update a trained fusion model with new documents."""
+"""``kuoro train`` and ``kuoro learn``: a project trained on documents, or updated with new ones."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from kuoro.cli.context import (
     docs_limit_option,
     pass_context,
 )
+from kuoro.cli.options import configured_project, jobs_option
+from kuoro.corpus.limited import first_documents
 from kuoro.util.wording import plural
 
 
@@ -44,8 +46,6 @@ def learn_command(
     kept is chosen on the original held-out documents, and the current model stays unless an
     epoch beats it there.
     """
-    from kuoro.corpus.limited import first_documents
-
     project = obj.open_project(project_id, backend_params)
     with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
         summary = project.learn(paths, jobs=jobs, progress=obj.show_progress, device=device)
@@ -54,3 +54,44 @@ def learn_command(
         f"{summary.seconds:.1f} s -> {summary.model_dir}"
     )
     click.echo(summary.report)
+
+
+@click.command("train")
+@click.argument("project_id")
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@jobs_option
+@click.option(
+    "--cached/--no-cached", default=True, show_default=True,
+    help="Fusion: reuse the sources' stored suggestions while sources and corpus are unchanged, "
+    "and resume an interrupted training of the same data and parameters.",
+)  # fmt: skip
+@device_option
+@docs_limit_option
+@backend_param_option
+@pass_context
+def train_command(
+    obj: Context,
+    project_id: str,
+    corpus: Sequence[Path],
+    jobs: int,
+    cached: bool,
+    device: str,
+    docs_limit: int | None,
+    backend_params: Sequence[str],
+) -> None:
+    """Train PROJECT_ID on one or more CORPUS paths (read in sequence).
+
+    A fusion project runs its trained sources over the corpus (once: their suggestions are
+    stored and reused) and trains its model on them.
+    """
+    project = configured_project(obj, project_id, backend_params)
+    with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
+        summary = project.train(
+            paths, jobs=jobs, progress=obj.show_progress, cached=cached, device=device
+        )
+    click.echo(
+        f"trained '{project_id}' on {plural(summary.documents, 'document')} in "
+        f"{summary.seconds:.1f} s -> {summary.model_dir}"
+    )
+    if summary.report:
+        click.echo(summary.report)

@@ -1,0 +1,93 @@
+"""Options and helpers shared by the commands that run a project over documents."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+from tqdm import tqdm
+
+from kuoro.cli.context import (
+    Context,
+)
+from kuoro.util.atomic import atomic_write
+from kuoro.util.progress import DOC_UNIT, count_documents
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from kuoro.corpus.documents import Document
+    from kuoro.project.project import Project
+
+
+# The most suggestions a document can get (a project's `limit` and `top_k` have the same bound).
+MAX_LIMIT = 10_000
+
+
+jobs_option = click.option(
+    "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Parallel jobs (processes for suggestion, threads where a library trains with them).",
+)  # fmt: skip
+
+
+def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # click.FloatRange lets nan through: it fails every comparison.
+    if math.isnan(value):
+        raise click.BadParameter("nan is not a number between 0 and 1")
+    return value
+
+
+limit_option = click.option(
+    "--limit", type=click.IntRange(1, MAX_LIMIT), default=10, show_default=True,
+    help="Suggestions per document.",
+)  # fmt: skip
+
+
+threshold_option = click.option(
+    "--threshold", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+    callback=_finite_threshold, help="Minimum score of a suggestion.",
+)  # fmt: skip
+
+
+def configured_project(
+    obj: Context, project_id: str, backend_params: Sequence[str] = ()
+) -> Project:
+    """The project, with every configured project at hand (a fusion project's sources) and
+    the ``--backend-param`` settings applied."""
+    return obj.open_project(project_id, backend_params)
+
+
+# A batch of documents: a list, or any sequence of them.
+Batch = TypeVar("Batch", bound=Sequence["Document"])
+
+
+def with_progress(
+    stream: Iterator[tuple[Batch, sp.csr_matrix]],
+    desc: str,
+    enabled: bool,
+    total: int | None = None,
+) -> Iterator[tuple[Batch, sp.csr_matrix]]:
+    """The batches of ``stream``, counted on a bar of ``total`` documents (an estimate: the
+    bar ends at the documents there were)."""
+    with tqdm(desc=desc, unit=DOC_UNIT, total=total, disable=not enabled) as bar:
+        for batch, rows in stream:
+            yield batch, rows
+            bar.update(len(batch))
+        bar.total = bar.n
+
+
+def corpus_size(paths: Sequence[Path], docs_limit: int | None) -> int | None:
+    """The documents a bar over the corpus counts to: its lines or files (``count_documents``:
+    no parsing, a plain read of each file's bytes), no more than ``docs_limit``."""
+    counted = count_documents(paths)
+    if counted is None or docs_limit is None:
+        return docs_limit if counted is None else counted
+    return min(counted, docs_limit)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as out:
+        out.write(text.encode("utf-8"))

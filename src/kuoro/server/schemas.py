@@ -1,0 +1,148 @@
+"""The REST API's request and response bodies: the schemas of Annif's OpenAPI spec."""
+
+# No ``from __future__ import annotations``: FastAPI and pydantic read these annotations at
+# run time.
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ApiInfo(BaseModel):
+    title: str
+    version: str
+
+
+class BackendInfo(BaseModel):
+    backend_id: str
+
+
+class VocabInfo(BaseModel):
+    vocab_id: str
+    languages: list[str]
+    size: int | None
+    loaded: bool
+
+
+class VocabList(BaseModel):
+    vocabs: list[VocabInfo]
+
+
+class ProjectInfo(BaseModel):
+    project_id: str
+    name: str
+    language: str
+    backend: BackendInfo
+    vocab: VocabInfo | None
+    vocab_language: str | None
+    is_trained: bool | None
+    modification_time: datetime | None
+    # Beyond Annif's fields: why the project cannot answer now, or None when it can.
+    error: str | None = None
+
+
+class ProjectList(BaseModel):
+    projects: list[ProjectInfo]
+
+
+class SuggestionResult(BaseModel):
+    uri: str
+    label: str | None
+    notation: str | None
+    score: float
+
+
+class SuggestionResultList(BaseModel):
+    results: list[SuggestionResult]
+
+
+class BatchSuggestionResult(SuggestionResultList):
+    document_id: str | None
+
+
+class SuggestForm(BaseModel):
+    """The form fields of ``suggest``; others (Annif's ``metadata_*``, ``project``) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(description="input text")
+    limit: int = Field(10, ge=0, description="maximum number of results")
+    threshold: float = Field(0.0, ge=0, le=1, description="minimum score")
+    language: str | None = Field(None, description="language of the labels")
+
+
+async def suggest_form(request: Request) -> SuggestForm:
+    # Read by hand, not with FastAPI's Form(): that takes an empty text for a missing one.
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str) and (v or k == "text")}
+    try:
+        return SuggestForm.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from exc
+
+
+SUGGEST_FORM_BODY = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                **SuggestForm.model_json_schema(),
+                "additionalProperties": {"type": "string"},
+            }
+        }
+    },
+}
+
+
+class InputDocument(BaseModel):
+    text: str
+    document_id: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class LearnSubject(BaseModel):
+    uri: str
+    label: str | None = None
+
+
+class LearnDocument(BaseModel):
+    """A document with its known good subjects; one without text or subjects is skipped."""
+
+    text: str | None = None
+    subjects: list[LearnSubject] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 (and Annif) describe it."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "type": "about:blank", "title": "Project not found", "status": 404,
+        "detail": "Project 'x' not found",
+    }})  # fmt: skip
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+
+
+class ProjectHealth(BaseModel):
+    """``error`` says why a project cannot answer (how to train it, when it is not trained),
+    or, beside ``ready``, why a newer model than the one it answers with failed to load."""
+
+    status: Literal["ready", "not loaded", "not trained", "error"]
+    error: str | None
+
+
+class Health(BaseModel):
+    """``ok`` when every trained project that was loaded can answer, ``degraded`` when some
+    cannot; projects not trained yet are listed as such and do not make it degraded."""
+
+    status: Literal["ok", "degraded"]
+    projects: dict[str, ProjectHealth]
