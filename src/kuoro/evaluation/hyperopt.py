@@ -49,7 +49,7 @@ from kuoro.evaluation.search_results import (
 )
 from kuoro.fusion.fit import fit_fusion
 from kuoro.project.fusion_kind import FusionKind
-from kuoro.project.fusion_training import training_context, training_stores
+from kuoro.project.fusion_stores import training_context, training_stores
 from kuoro.training.callbacks import Callback
 from kuoro.util.wording import plural
 

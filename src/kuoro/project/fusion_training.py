@@ -19,13 +19,12 @@ unless an epoch beats it there.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,6 @@ import torch
 from torch import nn
 
 from kuoro.config.params import KuoroParams, LinearParams, fusion_params
-from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.fit import (
@@ -57,20 +55,23 @@ from kuoro.project.fusion_files import (
     load_prior,
     trained_sources,
 )
+from kuoro.project.fusion_stores import (
+    checkpoint_dir,
+    learn_store,
+    original_store,
+    training_stores,
+)
 from kuoro.project.model_files import read_model, write_model
 from kuoro.project.results import TrainingSummary
-from kuoro.project.stores import build_source_store, model_fingerprint, open_shared_store
-from kuoro.store.builder import CORPUS_FINGERPRINT
+from kuoro.project.stores import model_fingerprint
 from kuoro.store.suggestion_store import SuggestionStore
-from kuoro.training.callbacks import CHECKPOINT_STATE, CheckpointError
-from kuoro.util.atomic import atomic_write
+from kuoro.training.callbacks import CheckpointError
 from kuoro.util.wording import plural
 
 if TYPE_CHECKING:
     from kuoro.project.project import Project
 
 log = logging.getLogger(__name__)
-RUN = "run.json"  # in the checkpoint directory: what the run it holds trained on, and how
 # A quick learn (the REST API's): at most this many epochs, over the new documents and a sample
 # of the original ones, QUICK_REPLAY_RATIO times as many as the new ones (at least the minimum).
 QUICK_EPOCHS, QUICK_REPLAY_RATIO, QUICK_REPLAY_MIN = 3, 4, 256
@@ -100,7 +101,7 @@ def train_fusion(
         log.info("training fusion model '%s' on %s", project.project_id, documents)
         checkpoints = None
         if project.config.backend != "mean":  # which trains nothing
-            checkpoints = _checkpoint_dir(project, store, held_out, resume=cached)
+            checkpoints = checkpoint_dir(project, store, held_out, resume=cached)
 
         def fit() -> tuple[nn.Module, FitInfo]:
             return fit_fusion(
@@ -120,7 +121,7 @@ def train_fusion(
             assert checkpoints is not None
             log.warning("%s; discarding it and training from the start", exc)
             (scratch / HISTORY).unlink(missing_ok=True)
-            checkpoints = _checkpoint_dir(project, store, held_out, resume=False)
+            checkpoints = checkpoint_dir(project, store, held_out, resume=False)
             model, info = fit()
         training = {
             "corpus": [str(p) for p in corpus_paths],
@@ -166,7 +167,7 @@ def learn_fusion(
     learn_path = project.datadir.learn_store_path(pid)
     with ExitStack() as stack:
         new = stack.enter_context(
-            _store(project, sources, learn_path, corpus_paths, jobs, False, progress)
+            learn_store(project, sources, learn_path, corpus_paths, jobs, False, progress)
         )
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
         if len(new) == 0:
@@ -176,7 +177,7 @@ def learn_fusion(
                 f"none of the {len(new)} documents to learn from has a subject in the "
                 "vocabulary: there is nothing to learn from"
             )
-        original = _original_store(project, manifest, version_dir)
+        original = original_store(project, manifest, version_dir)
         if original is not None:
             store, split = original
             stack.enter_context(store)
@@ -247,146 +248,6 @@ def learn_fusion(
 # -- pieces ------------------------------------------------------------------------------------
 
 
-def _store(
-    project: Project,
-    sources: Sequence[Project],
-    path: Path,
-    corpus_paths: Sequence[Path],
-    jobs: int,
-    cached: bool,
-    progress: bool,
-) -> SuggestionStore:
-    return build_source_store(
-        path,
-        sources,
-        corpus_paths,
-        vocabulary=project.vocabulary,
-        language=project.config.language,
-        jobs=jobs,
-        cached=cached,
-        progress=progress,
-    )
-
-
-def _shared_store(
-    project: Project,
-    sources: Sequence[Project],
-    corpus_paths: Sequence[Path],
-    jobs: int,
-    cached: bool,
-    progress: bool,
-    legacy: Path,
-) -> SuggestionStore:
-    return open_shared_store(
-        project.datadir,
-        sources,
-        corpus_paths,
-        vocabulary=project.vocabulary,
-        language=project.config.language,
-        jobs=jobs,
-        cached=cached,
-        progress=progress,
-        legacy=[legacy],
-    )
-
-
-@contextmanager
-def training_stores(
-    project: Project,
-    sources: Sequence[Project],
-    corpus_paths: Sequence[Path],
-    *,
-    jobs: int = 1,
-    cached: bool = True,
-    progress: bool = False,
-) -> Iterator[tuple[SuggestionStore, SuggestionStore | None]]:
-    """The store of the corpora, and of the project's ``validation`` corpus when that
-    parameter is a path (else None), each filled from the sources or reused. Stores are
-    shared: fusion projects over the same sources and corpus use one."""
-    validation = project.config.params.get("validation")
-    legacy = project.datadir.legacy_store_path(project.project_id)
-    with ExitStack() as stack:
-        store = stack.enter_context(
-            _shared_store(project, sources, corpus_paths, jobs, cached, progress, legacy)
-        )
-        held_out = None
-        if isinstance(validation, str):
-            held_out_corpus = corpus_fingerprint(
-                [Path(validation)], language=project.config.language
-            )
-            if held_out_corpus == store.fingerprints.get(CORPUS_FINGERPRINT):
-                log.warning(
-                    "project '%s': the validation corpus %s is the training corpus: its "
-                    "documents are trained on, so they cannot tell when training overfits; "
-                    "give documents the model is not trained on",
-                    project.project_id,
-                    validation,
-                )
-                held_out = store
-            else:
-                legacy = project.datadir.legacy_validation_store_path(project.project_id)
-                held_out = stack.enter_context(
-                    _shared_store(
-                        project, sources, [Path(validation)], jobs, cached, progress, legacy
-                    )
-                )
-        yield store, held_out
-
-
-def training_context(
-    project: Project,
-    store: SuggestionStore,
-    held_out: SuggestionStore | None,
-    *,
-    exclude: Collection[str] = (),
-) -> dict[str, Any]:
-    """What training ``project`` on these stores depends on, as JSON values: the backend, the
-    parameters (less ``exclude``), the sources and their weights, the data's fingerprints.
-    Runs with equal contexts train alike; a hyperparameter search excludes what it varies."""
-    params = {k: v for k, v in project.config.params.items() if k not in exclude}
-    context = {
-        "backend": project.config.backend,
-        "parameters": params,
-        "sources": [[ref.project_id, ref.weight] for ref in project.config.sources],
-        "data": store.fingerprints,
-        "validation_data": None if held_out is None else held_out.fingerprints,
-    }
-    loaded: dict[str, Any] = json.loads(json.dumps(context))
-    return loaded
-
-
-def _checkpoint_dir(
-    project: Project,
-    store: SuggestionStore,
-    held_out: SuggestionStore | None,
-    *,
-    resume: bool,
-) -> Path:
-    """Where training saves every epoch, next to the store: a run of the same data and
-    parameters that an interrupted ``train`` left there is resumed (if ``resume``); any other
-    is discarded."""
-    directory = project.datadir.checkpoint_dir(project.project_id)
-    run = {**training_context(project, store, held_out), "torch": torch.__version__}
-    try:
-        saved = json.loads((directory / RUN).read_text(encoding="utf-8"))
-        epoch = json.loads((directory / CHECKPOINT_STATE).read_text(encoding="utf-8"))
-        epoch = int(epoch["state"]["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        saved, epoch = None, 0
-    if resume and saved == run and epoch > 0:
-        log.warning(
-            "resuming the interrupted training of '%s' after epoch %d (%s)",
-            project.project_id,
-            epoch,
-            directory,
-        )
-        return directory
-    shutil.rmtree(directory, ignore_errors=True)
-    with atomic_write(directory / RUN) as out:
-        out.write(json.dumps(run, indent=1).encode())
-    return directory
-
-
 def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str, Any]) -> nn.Module:
     """The trained torch model, in eval mode."""
     pid = project.project_id
@@ -411,45 +272,6 @@ def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str,
             f"retrain '{pid}'"
         ) from exc
     return model.eval()
-
-
-def _original_store(
-    project: Project, manifest: Mapping[str, Any], version_dir: Path
-) -> tuple[SuggestionStore, tuple[np.ndarray, np.ndarray]] | None:
-    """The store the model was trained on and its (trained, held-out) split, if both remain."""
-    training = manifest["training"]
-    expected = training.get("store_fingerprints")
-    split_file = version_dir / SPLIT
-    if not expected or training.get("separate_validation") or not training.get("store"):
-        return None
-    path = project.datadir.recorded_store(training["store"], project.project_id)
-    if not ((path / "data.mdb").is_file() and split_file.is_file()):
-        return None
-    lock = project.datadir.store_lock(path).acquire_waiting(shared=True)
-    try:
-        store = SuggestionStore.open(path)
-    except BaseException:
-        lock.release()
-        raise
-    store.hold(lock.release)
-    if not store.complete or store.fingerprints != expected:
-        store.close()
-        return None
-    try:
-        with np.load(split_file, allow_pickle=False) as split:
-            trained, held_out = np.asarray(split["train"]), np.asarray(split["validation"])
-        for part in (trained, held_out):
-            if part.ndim != 1 or part.dtype.kind not in "iu":
-                raise ValueError(f"positions of shape {part.shape} and type {part.dtype}")
-            if len(part) and (part.min() < 0 or part.max() >= len(store)):
-                raise ValueError(f"positions outside the store's {len(store)} documents")
-    except Exception as exc:  # numpy's and zipfile's errors on a damaged file vary
-        store.close()
-        raise ModelError(
-            f"project '{project.project_id}': cannot read {split_file}: {exc}; "
-            f"retrain '{project.project_id}'"
-        ) from exc
-    return store, (trained.astype(np.int64), held_out.astype(np.int64))
 
 
 def _save(
