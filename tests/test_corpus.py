@@ -42,6 +42,9 @@ class FakeVocabulary:
         self.label_languages.append(language)
         return self.labels.get(label)
 
+    def current(self, concept_id: int) -> tuple[int, ...]:
+        return (concept_id,)
+
 
 @pytest.fixture
 def vocab() -> FakeVocabulary:

@@ -41,6 +41,8 @@ class SubjectResolver(Protocol):
 
     def id_of_label(self, label: str, language: str | None = None) -> int | None: ...
 
+    def current(self, concept_id: int) -> tuple[int, ...]: ...
+
 
 class Reading:
     """One pass over a corpus: subject resolution with caches, skip counts and warnings."""
@@ -58,8 +60,9 @@ class Reading:
         self.subjects = subjects
         self.skipped = skipped
         self.unknown = unknown
-        # Reference as written -> id, -1 when unknown. Bounded by the distinct references.
-        self._uri_ids: dict[str, int] = {}
+        # Reference as written -> the ids it means now (none when unknown). Bounded by the
+        # distinct references.
+        self._uri_ids: dict[str, tuple[int, ...]] = {}
         self._label_ids: dict[str, int] = {}
         # Warnings per reason in the file being read.
         self._warned: Counter[str] = Counter()
@@ -67,15 +70,16 @@ class Reading:
     # -- subjects ------------------------------------------------------------------------------
 
     def uri_ids(self, refs: list[str]) -> list[int]:
-        """The ids of URIs (bare or in angle brackets); unknown ones are counted, not returned."""
+        """The ids of URIs (bare or in angle brackets), a deprecated concept's replacements in
+        its place; unknown ones are counted, not returned."""
         cache = self._uri_ids
-        ids = []
+        ids: list[int] = []
         for ref in refs:
             found = cache.get(ref)
             if found is None:
                 found = cache[ref] = self._lookup_uri(ref)
-            if found >= 0:
-                ids.append(found)
+            if found:
+                ids.extend(found)
             else:
                 self.unknown[f"<{_strip_brackets(ref)}>"] += 1
         return ids
@@ -91,10 +95,10 @@ class Reading:
             return None
         return found
 
-    def _lookup_uri(self, ref: str) -> int:
+    def _lookup_uri(self, ref: str) -> tuple[int, ...]:
         assert self.resolver is not None
         found = self.resolver.id_of(_strip_brackets(ref))
-        return -1 if found is None else found
+        return () if found is None else self.resolver.current(found)
 
     # -- problems ------------------------------------------------------------------------------
 

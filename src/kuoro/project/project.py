@@ -202,10 +202,15 @@ class Project:
     def suggest(
         self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
     ) -> sp.csr_matrix:
-        """One sparse row of scores per text over the current vocabulary."""
+        """One sparse row of scores per text over the current vocabulary; deprecated concepts
+        are never suggested (as in Annif)."""
         matrix = sp.csr_matrix(self.model.suggest(texts, document_ids))
         if matrix.shape[1] != len(self.vocabulary):  # trained before concepts were appended
             matrix.resize((matrix.shape[0], len(self.vocabulary)))
+        deprecated = self.vocabulary.deprecated
+        if matrix.nnz and deprecated[matrix.indices].any():
+            matrix.data[deprecated[matrix.indices]] = 0
+            matrix.eliminate_zeros()
         return matrix
 
     def ranked(self, row: sp.csr_matrix, *, limit: int, threshold: float = 0.0) -> list[Suggestion]:

@@ -149,8 +149,9 @@ def _read_csv(path: Path, name: str, language: str | None) -> Vocabulary:
 
 
 def _read_skos(path: Path, name: str, rdf_format: str, language: str | None) -> Vocabulary:
+    # rdflib takes half a second to import: only SKOS files need it.
     from rdflib import Graph, Literal, URIRef
-    from rdflib.namespace import OWL, RDF, RDFS, SKOS
+    from rdflib.namespace import DCTERMS, OWL, RDF, RDFS, SKOS
 
     try:
         data = path.read_bytes()
@@ -174,9 +175,28 @@ def _read_skos(path: Path, name: str, rdf_format: str, language: str | None) -> 
         raise VocabularyError(f"{path}: no skos:Concept found")
     index = {uri: i for i, uri in enumerate(concepts)}
     labels: dict[str, list[str | None]] = {}
+    alt: dict[str, list[list[str]]] = {}
+    hidden: dict[str, list[list[str]]] = {}
     notations: list[str | None] = []
     deprecated: list[bool] = []
     broader: list[list[int]] = []
+    related: list[list[int]] = []
+    replaced_by: list[list[int]] = []
+
+    def linked(ref: URIRef, *predicates: URIRef) -> list[int]:
+        found = {str(o) for p in predicates for o in graph.objects(ref, p)}
+        return sorted(index[o] for o in found if o in index)
+
+    def add_labels(
+        ref: URIRef, i: int, predicate: URIRef, into: dict[str, list[list[str]]]
+    ) -> None:
+        for literal in graph.objects(ref, predicate):
+            if isinstance(literal, Literal) and literal.language:
+                text = clean_label(str(literal))
+                column = into.setdefault(literal.language, [[] for _ in concepts])
+                if text and text not in column[i]:
+                    column[i].append(text)
+
     for i, uri in enumerate(concepts):
         ref = URIRef(uri)
         _skos_identifier(path, data, uri, "URI", uri)
@@ -185,14 +205,16 @@ def _read_skos(path: Path, name: str, rdf_format: str, language: str | None) -> 
             if isinstance(literal, Literal) and literal.language:
                 column = labels.setdefault(literal.language, [None] * len(concepts))
                 column[i] = column[i] or clean_label(str(literal))
+        add_labels(ref, i, SKOS.altLabel, alt)
+        add_labels(ref, i, SKOS.hiddenLabel, hidden)
         notation = graph.value(ref, SKOS.notation)
         notation_text = str(notation).strip() if notation is not None else ""
         notations.append(_skos_identifier(path, data, uri, "notation", notation_text) or None)
         flags = graph.objects(ref, OWL.deprecated)
         deprecated.append(any(isinstance(v, Literal) and v.toPython() is True for v in flags))
-        broader.append(
-            sorted(index[str(b)] for b in graph.objects(ref, SKOS.broader) if str(b) in index)
-        )
+        broader.append(linked(ref, SKOS.broader))
+        related.append(linked(ref, SKOS.related))
+        replaced_by.append(linked(ref, DCTERMS.isReplacedBy))
     if language is not None and language not in labels:
         raise VocabularyError(
             f"{path}: no labels in language '{language}'; found {', '.join(sorted(labels))}"
@@ -201,7 +223,16 @@ def _read_skos(path: Path, name: str, rdf_format: str, language: str | None) -> 
     if language is not None:  # the requested language becomes the default one
         labels = {language: labels[language], **labels}
     return Vocabulary(
-        name, concepts, labels, notations=notations, deprecated=deprecated, broader=broader
+        name,
+        concepts,
+        labels,
+        notations=notations,
+        deprecated=deprecated,
+        broader=broader,
+        alt_labels=alt,
+        hidden_labels=hidden,
+        related=related,
+        replaced_by=replaced_by,
     )
 
 

@@ -9,39 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
-import zipfile
-import zlib
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from kuoro.errors import VocabularyError
 from kuoro.util.atomic import atomic_write
-
-_FORMAT = "kuoro-vocabulary"
-_FORMAT_VERSION = 1
+from kuoro.vocab import storage
+from kuoro.vocab.lists import Links, Strings
+from kuoro.vocab.storage import Columns, check_storable
 
 # What no URI, notation or label of a vocabulary file may hold: C0 and C1 control characters
 # (newline, carriage return, tab, ...), the Unicode line and paragraph separators, and lone
 # surrogates (not encodable as UTF-8).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-# What the stored form cannot hold at all: it separates strings by newlines, in UTF-8.
-_UNSTORABLE = re.compile(r"[\n\ud800-\udfff]")
-# A URI scheme ("http:", "urn:"): how a salvaged URI column tells a URI from the rest of one.
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
-_READ_ERRORS = (
-    OSError,
-    ValueError,
-    KeyError,
-    TypeError,
-    EOFError,
-    zipfile.BadZipFile,
-    zlib.error,
-)
 
 
 def normalize_uri(uri: str) -> str:
@@ -73,7 +58,12 @@ def clean_label(label: str) -> str:
 
 
 class Vocabulary:
-    """Concepts of one vocabulary, addressed by dense integer ids ``0 .. len(vocab) - 1``."""
+    """Concepts of one vocabulary, addressed by dense integer ids ``0 .. len(vocab) - 1``.
+
+    Each concept has a URI, a preferred label per language, and may have alternative and
+    hidden labels per language (SKOS ``altLabel``, ``hiddenLabel``), a notation, broader and
+    related concepts, and, when deprecated, the concepts that replace it.
+    """
 
     def __init__(
         self,
@@ -84,6 +74,10 @@ class Vocabulary:
         notations: Sequence[str | None] | None = None,
         deprecated: Sequence[bool] | np.ndarray | None = None,
         broader: Sequence[Sequence[int]] | None = None,
+        alt_labels: Mapping[str, Sequence[Sequence[str]]] | None = None,
+        hidden_labels: Mapping[str, Sequence[Sequence[str]]] | None = None,
+        related: Sequence[Sequence[int]] | None = None,
+        replaced_by: Sequence[Sequence[int]] | None = None,
     ) -> None:
         size = len(uris)
         self.name = name
@@ -100,11 +94,21 @@ class Vocabulary:
         lengths += [len(self._notations), len(self.deprecated)]
         if any(n != size for n in lengths):
             raise VocabularyError(f"vocabulary '{name}': label, notation and flag columns differ")
-        _check_storable(name, "URI", self._uris)
-        _check_storable(name, "notation", self._notations)
+        try:
+            self._alt = {lang: Strings.of(v, size) for lang, v in (alt_labels or {}).items()}
+            self._hidden = {lang: Strings.of(v, size) for lang, v in (hidden_labels or {}).items()}
+            self._broader = Links.of(broader, size)
+            self._related = Links.of(related, size)
+            self._replaced_by = Links.of(replaced_by, size)
+        except ValueError as exc:
+            raise VocabularyError(f"vocabulary '{name}': {exc}") from exc
+        check_storable(name, "URI", self._uris)
+        check_storable(name, "notation", self._notations)
         for lang, column in self._labels.items():
-            _check_storable(name, f"label ({lang})", column)
-        self._broader_indptr, self._broader_indices = _to_csr(broader, size)
+            check_storable(name, f"label ({lang})", column)
+        for kind, lists in (("alternative label", self._alt), ("hidden label", self._hidden)):
+            for lang, strings in lists.items():
+                check_storable(name, f"{kind} ({lang})", strings.values)
         self._label_index: dict[str, dict[str, int]] = {}
 
     # -- lookups ---------------------------------------------------------------------------
@@ -145,12 +149,61 @@ class Vocabulary:
         """The preferred label in ``language`` (default: the first language), or None."""
         return self._labels[self._language(language)][concept_id] or None
 
+    def alt_labels(self, concept_id: int, language: str | None = None) -> tuple[str, ...]:
+        """The alternative labels in ``language`` (default: the first language)."""
+        found = self._alt.get(self._language(language))
+        return () if found is None else found[concept_id]
+
+    def hidden_labels(self, concept_id: int, language: str | None = None) -> tuple[str, ...]:
+        """The hidden labels (misspellings, old forms: matched, never shown) in ``language``."""
+        found = self._hidden.get(self._language(language))
+        return () if found is None else found[concept_id]
+
     def notation(self, concept_id: int) -> str | None:
         return self._notations[concept_id] or None
 
     def broader(self, concept_id: int) -> tuple[int, ...]:
-        start, end = self._broader_indptr[concept_id], self._broader_indptr[concept_id + 1]
-        return tuple(int(i) for i in self._broader_indices[start:end])
+        return self._broader[concept_id]
+
+    def narrower(self, concept_id: int) -> tuple[int, ...]:
+        """The concepts whose broader concept this one is."""
+        return self._narrower[concept_id]
+
+    @cached_property
+    def _narrower(self) -> Links:
+        return self._broader.inverse()
+
+    def related(self, concept_id: int) -> tuple[int, ...]:
+        return self._related[concept_id]
+
+    def replaced_by(self, concept_id: int) -> tuple[int, ...]:
+        """The concepts that replace a deprecated one (``dct:isReplacedBy``)."""
+        return self._replaced_by[concept_id]
+
+    def current(self, concept_id: int) -> tuple[int, ...]:
+        """What a reference to the concept means now: a deprecated concept replaced by others
+        (``dct:isReplacedBy``, followed through chains) means them; any other, itself."""
+        seen, pending, found = {concept_id}, [concept_id], []
+        while pending:
+            concept = pending.pop(0)
+            replacements = self._replaced_by[concept] if self.deprecated[concept] else ()
+            if not replacements:
+                found.append(concept)
+            for replacement in replacements:
+                if replacement not in seen:
+                    seen.add(replacement)
+                    pending.append(replacement)
+        return tuple(sorted(found))
+
+    def label_counts(self) -> dict[str, int]:
+        """How many labels of each kind the vocabulary holds, over all languages."""
+        return {
+            "preferred": sum(
+                sum(1 for label in column if label) for column in self._labels.values()
+            ),
+            "alternative": sum(len(s.values) for s in self._alt.values()),
+            "hidden": sum(len(s.values) for s in self._hidden.values()),
+        }
 
     def id_of_label(self, label: str, language: str | None = None) -> int | None:
         """The id of the active concept whose preferred label is exactly ``label``."""
@@ -200,35 +253,84 @@ class Vocabulary:
                 uris.append(uri)
         size = len(uris)
         # Where the newer version maps to in the merged id space.
-        new_to_merged = np.array([index[u] for u in newer.uris], dtype=np.int64)
+        new_to_merged = [index[u] for u in newer.uris]
+
+        def merged(old: list[Any], new: Sequence[Any] | None, empty: Any) -> list[Any]:
+            """A column of the merged vocabulary: the newer version's value for every concept
+            it has, the old one's (or ``empty``) for the rest."""
+            column = old + [empty] * (size - len(old))
+            for new_id, merged_id in enumerate(new_to_merged):
+                column[merged_id] = new[new_id] if new is not None else empty
+            return column
+
+        def ids(links: Links) -> list[list[int]]:
+            return [[new_to_merged[i] for i in ids] for ids in links.lists()]
+
+        def label_lists(
+            old: Mapping[str, Strings], new: Mapping[str, Strings]
+        ) -> dict[str, list[list[str]]]:
+            return {
+                lang: merged(
+                    old[lang].lists() if lang in old else [[] for _ in range(len(self))],
+                    new[lang].lists() if lang in new else None,
+                    [],
+                )
+                for lang in dict.fromkeys([*old, *new])
+            }
 
         languages = list(dict.fromkeys([*self.languages, *newer.languages]))
-        labels: dict[str, list[str]] = {}
-        for lang in languages:
-            column = list(self._labels.get(lang, [""] * len(self)))
-            column += [""] * (size - len(column))
-            new_column = newer._labels.get(lang)
-            for new_id, merged_id in enumerate(new_to_merged):
-                column[merged_id] = new_column[new_id] if new_column is not None else ""
-            labels[lang] = column
-        notations = list(self._notations) + [""] * (size - len(self))
         deprecated = np.ones(size, dtype=bool)  # URIs missing from the newer version
-        broader: list[list[int]] = [list(self.broader(i)) for i in range(len(self))]
-        broader += [[] for _ in range(size - len(self))]
-        for new_id, merged_id in enumerate(new_to_merged):
-            notations[merged_id] = newer._notations[new_id]
-            deprecated[merged_id] = bool(newer.deprecated[new_id])
-            broader[merged_id] = [int(new_to_merged[b]) for b in newer.broader(new_id)]
+        deprecated[new_to_merged] = newer.deprecated
         return Vocabulary(
             newer.name,
             uris,
-            labels,
-            notations=notations,
+            {
+                lang: merged(
+                    list(self._labels.get(lang, [""] * len(self))), newer._labels.get(lang), ""
+                )
+                for lang in languages
+            },
+            notations=merged(list(self._notations), newer._notations, ""),
             deprecated=deprecated,
-            broader=broader,
+            broader=merged(self._broader.lists(), ids(newer._broader), []),
+            alt_labels=label_lists(self._alt, newer._alt),
+            hidden_labels=label_lists(self._hidden, newer._hidden),
+            related=merged(self._related.lists(), ids(newer._related), []),
+            replaced_by=merged(self._replaced_by.lists(), ids(newer._replaced_by), []),
         )
 
-    # -- storage ---------------------------------------------------------------------------
+    # -- storage (the file format: kuoro.vocab.storage) ------------------------------------
+
+    def columns(self) -> Columns:
+        """Everything the vocabulary holds, column by column, as it is stored."""
+        return Columns(
+            self.name,
+            self._uris,
+            self._labels,
+            self._notations,
+            self.deprecated,
+            self._broader,
+            self._related,
+            self._replaced_by,
+            self._alt,
+            self._hidden,
+        )
+
+    @classmethod
+    def from_columns(cls, columns: Columns) -> Vocabulary:
+        """The vocabulary of stored columns (already checked by the reader)."""
+        vocab = cls.__new__(cls)
+        vocab.name = columns.name
+        vocab._uris = columns.uris
+        vocab._index = {uri: i for i, uri in enumerate(columns.uris)}
+        vocab._labels = columns.labels
+        vocab._notations = columns.notations
+        vocab.deprecated = columns.deprecated
+        vocab._broader, vocab._related = columns.broader, columns.related
+        vocab._replaced_by = columns.replaced_by
+        vocab._alt, vocab._hidden = columns.alt_labels, columns.hidden_labels
+        vocab._label_index = {}
+        return vocab
 
     def save(self, path: str | Path, *, source: str | None = None) -> None:
         """Write the vocabulary to ``path`` (.npz, no pickle), atomically.
@@ -237,29 +339,9 @@ class Vocabulary:
         file: a file that would not read back as this vocabulary is never written.
         """
         path = Path(path)
-        meta = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "name": self.name,
-            "languages": list(self.languages),
-            "size": len(self),
-            "source": source,
-        }
-        arrays: dict[str, Any] = {
-            "meta": _encode([json.dumps(meta)]),
-            "uris": _encode(self._uris),
-            "notations": _encode(self._notations),
-            "deprecated": self.deprecated,
-            "broader_indptr": self._broader_indptr,
-            "broader_indices": self._broader_indices,
-        }
-        for i, lang in enumerate(self.languages):
-            arrays[f"labels_{i}"] = _encode(self._labels[lang])
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        data = buffer.getvalue()
+        data = storage.encode(self.columns(), source=source)
         try:
-            problem = self._difference(Vocabulary._read(io.BytesIO(data), str(path)))
+            problem = self.columns().difference(storage.decode(io.BytesIO(data), str(path)))
         except VocabularyError as exc:
             problem = str(exc)
         if problem:
@@ -273,188 +355,18 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         """Read a vocabulary written by :meth:`save`."""
-        path = Path(path)
-        try:
-            with path.open("rb") as stream:
-                return cls._read(stream, str(path))
-        except FileNotFoundError:
-            raise VocabularyError(f"{path}: no such vocabulary file") from None
-        except OSError as exc:
-            raise VocabularyError(f"{path}: cannot read vocabulary file ({exc})") from exc
-
-    @classmethod
-    def _read(cls, stream: IO[bytes], where: str) -> Vocabulary:
-        try:
-            with np.load(stream, allow_pickle=False) as data:
-                meta = json.loads(_decode(data["meta"], 1)[0])
-                if not isinstance(meta, dict) or (
-                    meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION
-                ):
-                    raise VocabularyError(f"{where}: not a Kuoro vocabulary (format {meta!r})")
-                languages = list(meta["languages"])
-                vocab = cls.__new__(cls)
-                vocab.name = str(meta["name"])
-                size = int(meta["size"])
-                vocab._uris = _decode(data["uris"], size)
-                vocab._index = {uri: i for i, uri in enumerate(vocab._uris)}
-                vocab._labels = {
-                    str(lang): _decode(data[f"labels_{i}"], size)
-                    for i, lang in enumerate(languages)
-                }
-                vocab._notations = _decode(data["notations"], size)
-                vocab.deprecated = np.asarray(data["deprecated"], dtype=bool)
-                vocab._broader_indptr = data["broader_indptr"]
-                vocab._broader_indices = data["broader_indices"]
-                vocab._label_index = {}
-        except _READ_ERRORS as exc:
-            raise VocabularyError(f"{where}: damaged vocabulary file ({exc})") from exc
-        columns: list[Sized] = [
-            vocab._uris,
-            vocab._notations,
-            vocab.deprecated,
-            *vocab._labels.values(),
-        ]
-        if any(len(column) != size for column in columns) or len(vocab._index) != size:
-            raise VocabularyError(f"{where}: damaged vocabulary file (size does not match)")
-        if _csr_problem(vocab._broader_indptr, vocab._broader_indices, size):
-            raise VocabularyError(f"{where}: damaged vocabulary file (broader links)")
-        return vocab
-
-    def _difference(self, other: Vocabulary) -> str:
-        """The first way ``other`` differs from this vocabulary, or ''."""
-        if (other.name, other.languages) != (self.name, self.languages):
-            return "name or languages differ"
-        if other._uris != self._uris:
-            return "URIs differ"
-        if other._notations != self._notations:
-            return "notations differ"
-        if any(other._labels[lang] != self._labels[lang] for lang in self.languages):
-            return "labels differ"
-        if not np.array_equal(other.deprecated, self.deprecated):
-            return "deprecation flags differ"
-        if not (
-            np.array_equal(other._broader_indptr, self._broader_indptr)
-            and np.array_equal(other._broader_indices, self._broader_indices)
-        ):
-            return "broader links differ"
-        return ""
+        return cls.from_columns(storage.read(Path(path)))
 
     @classmethod
     def salvage(cls, path: str | Path) -> tuple[Vocabulary | None, str]:
-        """What can be read of a damaged vocabulary file, and a note saying what that is.
-
-        The concept ids are what matters: they are kept when the URI column can be split back
-        into exactly the concepts the file lists (a URI that held a line break is rejoined, its
-        line break written as %0A). Labels, notations and broader links are kept where their
-        column is intact, else left empty (the newer file being loaded supplies them). None
-        when not even the ids can be recovered.
-        """
-        path = Path(path)
+        """What can be read of a damaged vocabulary file, and a note saying what that is (see
+        :func:`kuoro.vocab.storage.salvage`)."""
+        columns, note = storage.salvage(Path(path))
+        if columns is None:
+            return None, note
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(_decode(data["meta"], 1)[0])
-                name, size = str(meta["name"]), int(meta["size"])
-                languages = [str(lang) for lang in meta["languages"]]
-                raw = data["uris"].tobytes().decode("utf-8", errors="replace")
-                uris = _rejoin(raw.split("\n") if size else [], size)
-                if uris is None:
-                    return None, "its concept URIs cannot be told apart"
-                labels = {
-                    lang: _column(data, f"labels_{i}", size) for i, lang in enumerate(languages)
-                }
-                notations = _column(data, "notations", size)
-                indptr, indices = data["broader_indptr"], data["broader_indices"]
-        except (*_READ_ERRORS, json.JSONDecodeError) as exc:
-            return None, f"it cannot be read ({exc})"
-        broader: list[list[int]] | None = None
-        if not _csr_problem(indptr, indices, size):
-            broader = [indices[indptr[i] : indptr[i + 1]].tolist() for i in range(size)]
-        repaired = [i for i, uri in enumerate(uris) if _UNSTORABLE.search(uri)]
-        for i in repaired:
-            uris[i] = _UNSTORABLE.sub(_percent_encoded, uris[i])
-        try:
-            vocab = cls(name, uris, labels, notations=notations, broader=broader)
+            for what, strings in (("URI", columns.uris), ("notation", columns.notations)):
+                check_storable(columns.name, what, strings)
         except VocabularyError as exc:
             return None, f"its concept URIs cannot be recovered ({exc})"
-        note = f"the ids of its {size} concepts are kept"
-        if repaired:
-            note += (
-                f"; {len(repaired)} URIs with a line break were kept with it written as %0A "
-                f"(e.g. {uris[repaired[0]]})"
-            )
-        return vocab, note
-
-
-def _rejoin(pieces: list[str], size: int) -> list[str] | None:
-    """The ``size`` URIs that newline-joined gave ``pieces``, or None if that is ambiguous.
-
-    A URI that held a line break is split in two; the part after the break does not start
-    with a URI scheme, so such parts are joined back onto the piece before them.
-    """
-    if len(pieces) == size:
-        return pieces
-    if len(pieces) < size:
-        return None
-    joined: list[str] = []
-    for piece in pieces:
-        if joined and not _SCHEME.match(piece):
-            joined[-1] += "\n" + piece
-        else:
-            joined.append(piece)
-    return joined if len(joined) == size else None
-
-
-def _column(data: Any, key: str, size: int) -> list[str]:
-    """A stored string column, or ``size`` empty strings where it is missing or damaged."""
-    try:
-        column = _decode(data[key], size)
-    except _READ_ERRORS:
-        column = []
-    return column if len(column) == size else [""] * size
-
-
-def _percent_encoded(match: re.Match[str]) -> str:
-    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
-
-
-def _check_storable(name: str, what: str, strings: Sequence[str]) -> None:
-    """Refuse strings that the stored form cannot hold (checked as one string: fast)."""
-    if not _UNSTORABLE.search("".join(strings)):
-        return
-    index, bad = next((i, s) for i, s in enumerate(strings) if _UNSTORABLE.search(s))
-    raise VocabularyError(
-        f"vocabulary '{name}': the {what} of concept {index} ({bad!r}) holds a line break or "
-        "a character that is not valid Unicode text"
-    )
-
-
-def _csr_problem(indptr: np.ndarray, indices: np.ndarray, size: int) -> bool:
-    """Whether stored broader links are inconsistent with a vocabulary of ``size`` concepts."""
-    if not all(np.issubdtype(a.dtype, np.integer) for a in (indptr, indices)):
-        return True
-    if indptr.ndim != 1 or indices.ndim != 1 or len(indptr) != size + 1:
-        return True
-    if indptr[0] != 0 or indptr[-1] != len(indices) or bool(np.any(np.diff(indptr) < 0)):
-        return True
-    return bool(len(indices)) and bool(indices.min() < 0 or indices.max() >= size)
-
-
-def _encode(strings: Sequence[str]) -> np.ndarray:
-    # Newline-joined UTF-8 decodes 500k strings in milliseconds; readers strip newlines.
-    return np.frombuffer("\n".join(strings).encode("utf-8"), dtype=np.uint8)
-
-
-def _decode(blob: np.ndarray, count: int) -> list[str]:
-    # A blob of one empty string and of no strings are both empty: the count tells them apart.
-    return blob.tobytes().decode("utf-8").split("\n") if count else []
-
-
-def _to_csr(broader: Sequence[Sequence[int]] | None, size: int) -> tuple[np.ndarray, np.ndarray]:
-    if broader is None:
-        return np.zeros(size + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
-    if len(broader) != size:
-        raise VocabularyError("broader links must be given for every concept")
-    indptr = np.zeros(size + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(b) for b in broader])
-    indices = np.fromiter((i for b in broader for i in b), dtype=np.int32, count=int(indptr[-1]))
-    return indptr, indices
+        return cls.from_columns(columns), note
