@@ -127,7 +127,8 @@ def list_vocabs(obj: Context) -> None:
     if not names:
         click.echo(f"no vocabularies in {obj.datadir.root}; load one with: kuoro load-vocab")
         return
-    rows = [("name", "concepts", "active", "languages", "fingerprint")]
+    header = ("name", "concepts", "active", "languages", "labels", "alt labels", "hidden labels")
+    rows = [(*header, "fingerprint")]
     damaged: list[str] = []
     for name in names:
         try:
@@ -135,10 +136,13 @@ def list_vocabs(obj: Context) -> None:
         except VocabularyError as exc:
             log.error("%s", exc)
             damaged.append(name)
-            rows.append((name, "-", "-", "-", "damaged"))
+            rows.append((name, "-", "-", "-", "-", "-", "-", "damaged"))
             continue
         langs = ",".join(vocab.languages)
-        rows.append((name, str(len(vocab)), str(vocab.active_count), langs, vocab.fingerprint))
+        counts = vocab.label_counts()
+        labels = (counts["preferred"], counts["alternative"], counts["hidden"])
+        sizes = (len(vocab), vocab.active_count)
+        rows.append((name, *map(str, sizes), langs, *map(str, labels), vocab.fingerprint))
     echo_table(rows)
     if damaged:
         raise VocabularyError(

@@ -1,12 +1,12 @@
 """The lexical source: finds the vocabulary's labels in the text and scores each match.
 
-Labels and text pass through the same analyzer, so an inflected form matches wherever the
-analyzer maps it to the label's tokens; a compound word whose last part is a one-word label
-(Finnish "linnanrauniot" for "rauniot") counts as a weaker match. Each matched concept gets a
-few features (how often and where it occurs, how long and how ambiguous its label is, whether
-its broader or narrower concepts match too, how often its matches were right in training), and
-a logistic regression learnt from training documents turns them into a score. Until it is
-trained it uses hand-set weights, so the source works from the vocabulary alone.
+Every label of a concept is matched: preferred, alternative and hidden labels, and notations
+(see :mod:`kuoro.sources.label_index`). Each matched concept gets a few features (how often
+and where it occurs, through which kind of label, how long and how ambiguous its label is,
+whether its broader, narrower or related concepts match too, how often its matches were right
+in training), and a logistic regression learnt from training documents turns them into a
+score. Until it is trained it uses hand-set weights, so the source works from the vocabulary
+alone.
 
 A trained model stores the weights and per-concept counts (``lexical.npz``), the analyzed
 labels (``labels.npz``: each label's text and its tokens, and the analyzer's identity) and the
@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import zipfile
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice, pairwise
 from pathlib import Path
@@ -36,155 +33,28 @@ from kuoro.analyzers import Analyzer, SimplemmaAnalyzer, simplemma_version
 from kuoro.corpus.documents import Document
 from kuoro.errors import ModelError, SourceError
 from kuoro.sources.base import Source, rows_to_csr
+from kuoro.sources.label_index import FEATURES, LABEL_KINDS, LabelIndex
 from kuoro.util.wording import plural
 from kuoro.vocab.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
-FEATURES = (
-    "occurrences",  # log(1 + exact matches)
-    "compound_occurrences",  # log(1 + matches as the last part of a compound word)
-    "first_position",  # where the first match is, 0 = start of the text, 1 = end
-    "spread",  # distance between the first and last match, as a fraction of the text
-    "extra_label_tokens",  # tokens in the label beyond the first
-    "ambiguity",  # log(concepts that share the matched label)
-    "overlapped",  # fraction of the matches that lie inside a longer match
-    "related_matches",  # log(1 + broader and narrower concepts that match too)
-    "text_length",  # log(1 + tokens in the text)
-    "concept_precision",  # logit of how often this concept's matches were right in training
-)
 # Weights used before training, set by hand (bias last): mostly "more matches, earlier, of a
-# longer, unambiguous label" and a mild discount for long texts, where one match means little.
-_DEFAULT_WEIGHTS = np.array([1.5, 0.7, -1.0, 0.3, 0.3, -1.0, -1.5, 0.5, -0.3, 0.0, -0.5])
+# longer, unambiguous label, better its preferred one than an alternative or hidden one, or
+# its notation" and a mild discount for long texts, where one match means little.
+_DEFAULT_WEIGHTS = np.array(
+    [1.5, 0.7, -1.0, 0.3, 0.3, -1.0, -1.5, 0.5, -0.3, -0.2, -0.5, 0.8, 0.3, 0.0, -0.5]
+)
 # Pseudo-counts that pull a rarely matched concept's precision towards the global rate.
 _PRIOR_STRENGTH = 2.0
-_PARENTHESES = re.compile(r"\s*\([^()]*\)\s*$")
-_MIN_HEAD_CHARS = 4  # shortest label that may end a compound word
-_MIN_MODIFIER_CHARS = 3  # shortest first part of such a compound
 _STATE_FILE = "lexical.npz"
 _STATE_FORMAT = "kuoro-lexical-1"
 _LABELS_FILE = "labels.npz"
 _LABELS_FORMAT = "kuoro-lexical-labels-1"
 _BATCH = 256
-
-
-def label_texts(vocabulary: Vocabulary) -> list[str | None]:
-    """Each concept's label as it is matched (None: a concept that is not matched)."""
-    texts: list[str | None] = []
-    for concept in range(len(vocabulary)):
-        label = vocabulary.label(concept)
-        if label is None or vocabulary.deprecated[concept]:
-            texts.append(None)
-        else:
-            # "kuusi (puu)": the qualifier tells senses apart; texts do not write it.
-            texts.append(_PARENTHESES.sub("", label) or label)
-    return texts
-
-
-class LabelIndex:
-    """The vocabulary's labels as token sequences, and where they occur in analyzed text.
-
-    ``analyzed`` gives labels already analyzed by this analyzer (label text → tokens, as a
-    stored index holds them); only the other labels are analyzed now. :attr:`analyzed` holds
-    every label's tokens afterwards and :attr:`labels_analyzed` how many were analyzed here.
-    """
-
-    def __init__(
-        self,
-        vocabulary: Vocabulary,
-        analyzer: Analyzer,
-        *,
-        analyzed: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> None:
-        known = analyzed or {}
-        self.analyzed: dict[str, tuple[str, ...]] = {}
-        self.labels_analyzed = 0
-        phrases: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        heads: dict[str, set[int]] = defaultdict(set)
-        for concept, label in enumerate(label_texts(vocabulary)):
-            if label is None:
-                continue
-            tokens = self.analyzed.get(label)
-            if tokens is None:
-                tokens = known.get(label)
-            if tokens is None:
-                tokens = tuple(analyzer.tokens(label))
-                self.labels_analyzed += 1
-            self.analyzed[label] = tokens
-            if not tokens:
-                continue
-            phrases[tokens].append(concept)
-            if len(tokens) == 1:
-                # Both forms, since a compound's last part is analyzed as part of a longer word.
-                for head in (tokens[0], label.lower()):
-                    if len(head) >= _MIN_HEAD_CHARS and head.isalpha():
-                        heads[head].add(concept)
-        self.phrases = {tokens: tuple(ids) for tokens, ids in phrases.items()}
-        self.heads = {head: tuple(sorted(ids)) for head, ids in heads.items()}
-        lengths: dict[str, set[int]] = defaultdict(set)
-        for tokens in self.phrases:
-            lengths[tokens[0]].add(len(tokens))
-        self.lengths = {first: tuple(sorted(n, reverse=True)) for first, n in lengths.items()}
-        self.broader = [vocabulary.broader(c) for c in range(len(vocabulary))]
-
-    def features(self, tokens: Sequence[str]) -> tuple[list[int], np.ndarray]:
-        """The matched concepts of a text's tokens and their features (without precision)."""
-        n_tokens = len(tokens)
-        spans: list[tuple[int, int, tuple[int, ...]]] = []
-        cover = [0] * n_tokens  # longest match covering each token
-        for i, token in enumerate(tokens):
-            for n in self.lengths.get(token, ()):
-                if i + n > n_tokens:
-                    continue
-                found = self.phrases.get(tuple(tokens[i : i + n]))
-                if found is not None:
-                    spans.append((i, n, found))
-                    for j in range(i, i + n):
-                        cover[j] = max(cover[j], n)
-        positions: dict[int, list[int]] = defaultdict(list)
-        overlapped: dict[int, int] = defaultdict(int)
-        ambiguity: dict[int, int] = {}
-        label_tokens: dict[int, int] = {}
-        for i, n, found in spans:
-            inside = max(cover[i : i + n]) > n
-            for concept in found:
-                positions[concept].append(i)
-                overlapped[concept] += inside
-                ambiguity[concept] = max(ambiguity.get(concept, 0), len(found))
-                label_tokens[concept] = max(label_tokens.get(concept, 0), n)
-        compounds: dict[int, list[int]] = defaultdict(list)
-        for i, token in enumerate(tokens):
-            for start in range(_MIN_MODIFIER_CHARS, len(token) - _MIN_HEAD_CHARS + 1):
-                heads = self.heads.get(token[start:])
-                if heads is not None:
-                    for concept in heads:
-                        compounds[concept].append(i)
-                    break  # the longest head only
-        concepts = sorted(positions.keys() | compounds.keys())
-        if not concepts:
-            return [], np.zeros((0, len(FEATURES)))
-        matched = set(concepts)
-        related: dict[int, int] = defaultdict(int)
-        for concept in concepts:
-            for parent in self.broader[concept]:
-                if parent in matched:
-                    related[concept] += 1
-                    related[parent] += 1
-        scale = max(n_tokens - 1, 1)
-        rows = np.zeros((len(concepts), len(FEATURES)))
-        for row, concept in zip(rows, concepts, strict=True):
-            exact = positions.get(concept, [])
-            where = exact or compounds[concept]
-            row[0] = math.log1p(len(exact))
-            row[1] = math.log1p(len(compounds.get(concept, ())))
-            row[2] = min(where) / scale
-            row[3] = (max(where) - min(where)) / scale
-            row[4] = label_tokens.get(concept, 1) - 1
-            row[5] = math.log(ambiguity.get(concept, 1))
-            row[6] = overlapped[concept] / len(exact) if exact else 0.0
-            row[7] = math.log1p(related[concept])
-            row[8] = math.log1p(n_tokens)
-        return concepts, rows
+# What a model saved before the other kinds of labels were matched matched, and read.
+_PREFERRED_ONLY = ("preferred",)
+_FEATURES_BEFORE_KINDS = (*FEATURES[:9], FEATURES[-1])
 
 
 class LexicalSource(Source):
@@ -214,6 +84,10 @@ class LexicalSource(Source):
         self.matches_ = np.zeros(size, np.int64)
         self.hits_ = np.zeros(size, np.int64)
         self.base_rate_ = 0.5
+        # What the model matches and reads: every kind of label and feature, but a model saved
+        # before alternative labels were matched keeps to what it was trained with.
+        self.label_kinds_: tuple[str, ...] = LABEL_KINDS
+        self.features_: tuple[str, ...] = FEATURES
         self._index: LabelIndex | None = None
 
     def library_versions(self) -> dict[str, str]:
@@ -226,8 +100,15 @@ class LexicalSource(Source):
     def index(self) -> LabelIndex:
         """The label index, built from the vocabulary on first use."""
         if self._index is None:
-            self._index = LabelIndex(self.vocabulary, self.analyzer)
+            self._index = LabelIndex(self.vocabulary, self.analyzer, kinds=self.label_kinds_)
         return self._index
+
+    def _features(self, text: str) -> tuple[list[int], np.ndarray]:
+        """The concepts matched in ``text`` and the model's features of each."""
+        concepts, features = self.index.features(self.analyzer.tokens(text), text)
+        if self.features_ != FEATURES:
+            features = features[:, [FEATURES.index(name) for name in self.features_]]
+        return concepts, features
 
     def fit(
         self, corpus: Iterable[Document], *, jobs: int = 1, progress: bool = False
@@ -235,6 +116,11 @@ class LexicalSource(Source):
         # Matching is pure Python and quick; `jobs` has nothing to parallelise here.
         from sklearn.linear_model import LogisticRegression
 
+        if (self.label_kinds_, self.features_) != (LABEL_KINDS, FEATURES):
+            # A model loaded from an older Kuoro learns anew with every kind of label.
+            self.label_kinds_, self.features_, self._index = LABEL_KINDS, FEATURES, None
+            self.weights_ = _DEFAULT_WEIGHTS.copy()
+            self.mean_, self.scale_ = np.zeros(len(FEATURES)), np.ones(len(FEATURES))
         concept_blocks: list[np.ndarray] = []
         feature_blocks: list[np.ndarray] = []
         gold_blocks: list[np.ndarray] = []
@@ -244,7 +130,7 @@ class LexicalSource(Source):
             if not document.subjects:
                 continue
             used += 1
-            matched, block = self.index.features(self.analyzer.tokens(document.text))
+            matched, block = self._features(document.text)
             if matched:
                 subjects = set(document.subjects)
                 concept_blocks.append(np.asarray(matched, np.int64))
@@ -293,7 +179,7 @@ class LexicalSource(Source):
     ) -> sp.csr_matrix:
         rows: list[tuple[Sequence[int], Sequence[float]]] = []
         for text in texts:
-            concepts, features = self.index.features(self.analyzer.tokens(text))
+            concepts, features = self._features(text)
             if not concepts:
                 rows.append(([], []))
                 continue
@@ -311,7 +197,12 @@ class LexicalSource(Source):
         return sp.csr_matrix(sp.vstack(blocks, format="csr"), dtype=np.float32)
 
     def save_state(self, directory: Path) -> None:
-        meta = {"format": _STATE_FORMAT, "features": list(FEATURES), "base_rate": self.base_rate_}
+        meta = {
+            "format": _STATE_FORMAT,
+            "features": list(self.features_),
+            "label_kinds": list(self.label_kinds_),
+            "base_rate": self.base_rate_,
+        }
         np.savez_compressed(
             directory / _STATE_FILE,
             meta=np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
@@ -338,12 +229,14 @@ class LexicalSource(Source):
             raise ModelError(
                 f"lexical: model file {path} is damaged ({exc}); retrain the project"
             ) from exc
-        n = len(FEATURES)
+        features = tuple(meta.get("features", ())) if isinstance(meta, dict) else ()
+        n = len(features)
         shapes = {"mean": (n,), "scale": (n,), "weights": (n + 1,)}
         if (
             not isinstance(meta, dict)
             or meta.get("format") != _STATE_FORMAT
-            or meta.get("features") != list(FEATURES)
+            or features not in (FEATURES, _FEATURES_BEFORE_KINDS)
+            or not set(meta.get("label_kinds", _PREFERRED_ONLY)) <= set(LABEL_KINDS)
             or not isinstance(meta.get("base_rate"), float)
             or any(arrays[k].shape != shape for k, shape in shapes.items())
             or not all(np.issubdtype(a.dtype, np.number) for a in arrays.values())
@@ -361,6 +254,8 @@ class LexicalSource(Source):
         self.matches_ = np.pad(arrays["matches"].astype(np.int64), (0, pad))
         self.hits_ = np.pad(arrays["hits"].astype(np.int64), (0, pad))
         self.base_rate_ = float(meta["base_rate"])
+        self.features_ = features
+        self.label_kinds_ = tuple(meta.get("label_kinds", _PREFERRED_ONLY))
         # Built now, so that the first suggestion does not wait for it: from the stored labels
         # and with the analyzer's stored files, when the model has them.
         try:
@@ -368,7 +263,9 @@ class LexicalSource(Source):
         except ValueError as exc:
             raise ModelError(f"lexical: {exc}; retrain the project") from exc
         stored = _load_labels(directory / _LABELS_FILE, self.analyzer.identity)
-        self._index = LabelIndex(self.vocabulary, self.analyzer, analyzed=stored)
+        self._index = LabelIndex(
+            self.vocabulary, self.analyzer, analyzed=stored, kinds=self.label_kinds_
+        )
         if stored is None:
             log.info(
                 "lexical: %s has no label index of analyzer %s (a model of an older Kuoro, or "
@@ -459,4 +356,4 @@ def _unpack(blob: np.ndarray, ends: np.ndarray) -> list[str]:
     return [joined[a:b] for a, b in pairwise(bounds)]
 
 
-__all__ = ["FEATURES", "LabelIndex", "LexicalSource", "label_texts"]
+__all__ = ["FEATURES", "LexicalSource"]

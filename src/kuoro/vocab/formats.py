@@ -196,6 +196,7 @@ def _read_skos(path: Path, name: str, rdf_format: str, language: str | None) -> 
                 column = into.setdefault(literal.language, [[] for _ in concepts])
                 if text and text not in column[i]:
                     column[i].append(text)
+                    column[i].sort()  # rdflib gives them in no set order
 
     for i, uri in enumerate(concepts):
         ref = URIRef(uri)
