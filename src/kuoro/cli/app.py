@@ -128,7 +128,7 @@ def list_vocabs(obj: Context) -> None:
         click.echo(f"no vocabularies in {obj.datadir.root}; load one with: kuoro load-vocab")
         return
     header = ("name", "concepts", "active", "languages", "labels", "alt labels", "hidden labels")
-    rows = [(*header, "fingerprint")]
+    rows: list[tuple[str, ...]] = [(*header, "fingerprint")]
     damaged: list[str] = []
     for name in names:
         try:
