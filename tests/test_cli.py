@@ -117,7 +117,16 @@ def test_bad_vocabulary_is_refused_and_damaged_one_replaced_with_force(
     # A file written by an older Kuoro that let a newline through.
     write_like_old_kuoro(tmp_path / "data" / "vocabs" / "arch.npz", [f"{YSO}p1", "http://x\ny"])
     code, out, err = run(capsys, "--datadir", datadir, "list-vocabs")
-    assert code == 1 and out.splitlines()[1].split() == ["arch", "-", "-", "-", "damaged"]
+    assert code == 1 and out.splitlines()[1].split() == [
+        "arch",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+        "damaged",
+    ]
     assert "kuoro load-vocab NAME FILE --force" in err
     code, _, err = run(capsys, *load, str(vocab_file), "-l", "fi")
     assert code == 1 and "damaged vocabulary file" in err and "--force" in err

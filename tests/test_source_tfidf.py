@@ -176,9 +176,10 @@ def test_parameters_change_the_features(archaeology: Split, trained: TfidfSource
     assert bigrams.features_ is not None
     assert any(" " in term for term in bigrams.features_.terms_)
     assert not any(" " in term for term in trained.features_.terms_)
-    rare = TfidfSource(vocabulary, analyzer, min_df=1).fit(train)
-    assert rare.features_ is not None
-    assert rare.features_.n_features > trained.features_.n_features
+    # The default keeps every word (min_df 1); min_df 2 drops those of a single document.
+    frequent = TfidfSource(vocabulary, analyzer, min_df=2).fit(train)
+    assert frequent.features_ is not None
+    assert frequent.features_.n_features < trained.features_.n_features
     raw = TfidfSource(vocabulary, analyzer, sublinear_tf=False).fit(train)
     texts = [d.text for d in held_out[:50]]
     assert abs(raw.suggest(texts) - trained.suggest(texts)).max() > 1e-4

@@ -224,7 +224,7 @@ def _backend(
 
 _TOP_K = _int("top_k", 100, "how many suggestions per document the source keeps", max=10000)
 _MIN_DF = _int(
-    "min_df", 2, "ignore words that occur in fewer training documents than this", max=1_000_000
+    "min_df", 1, "ignore words that occur in fewer training documents than this", max=1_000_000
 )
 _NGRAM_MAX = _int("ngram_max", 1, "longest word n-gram used as a feature", max=3)
 

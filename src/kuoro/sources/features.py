@@ -33,7 +33,7 @@ class TfidfFeatures:
         self,
         analyzer: Analyzer,
         *,
-        min_df: int = 2,
+        min_df: int = 1,
         ngram_max: int = 1,
         sublinear_tf: bool = True,
     ) -> None:
@@ -60,6 +60,13 @@ class TfidfFeatures:
 
     def fit_transform(self, texts: Iterable[str]) -> sp.csr_matrix:
         """Learn terms and idf from ``texts`` (read once) and return their TF-IDF rows."""
+        counts = self.fit_counts(texts)
+        self.use_idf(TfidfTransformer().fit(counts).idf_)
+        return self.weigh(counts)
+
+    def fit_counts(self, texts: Iterable[str]) -> sp.csr_matrix:
+        """Learn the terms of ``texts`` (read once) and return their term counts; the idf is
+        set by :meth:`use_idf` before anything is weighed."""
         counter = CountVectorizer(analyzer=self.terms, min_df=self.min_df, dtype=np.float32)
         try:
             counts = counter.fit_transform(texts)
@@ -69,20 +76,25 @@ class TfidfFeatures:
                 f"no features in the training documents ({exc}); the texts are empty or every "
                 f"word occurs in fewer than min_df = {self.min_df} documents"
             ) from None
-        weighter = TfidfTransformer(sublinear_tf=self.sublinear_tf).fit(counts)
         vocabulary: dict[str, int] = counter.vocabulary_
         self.terms_ = sorted(vocabulary, key=vocabulary.__getitem__)
-        self.idf_ = np.asarray(weighter.idf_, np.float32)
+        return sp.csr_matrix(counts)
+
+    def use_idf(self, idf: np.ndarray) -> None:
+        """Weigh each term by ``idf`` (one weight per term of :meth:`fit_counts`)."""
+        if idf.shape != (self.n_features,):
+            raise ValueError(f"{idf.shape} idf weights for {self.n_features} terms")
+        self.idf_ = np.asarray(idf, np.float32)
         self._build()
-        return self._weigh(counts)
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         """TF-IDF rows of ``texts``; a text without known terms gives an empty row."""
         if self._counter is None:
             raise RuntimeError("TfidfFeatures.transform called before fit or load")
-        return self._weigh(self._counter.transform(texts))
+        return self.weigh(self._counter.transform(texts))
 
-    def _weigh(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+    def weigh(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        """Rows of term counts as L2-normalised TF-IDF rows."""
         assert self._weighter is not None
         rows = sp.csr_matrix(self._weighter.transform(counts), dtype=np.float32)
         rows.sort_indices()
@@ -161,8 +173,10 @@ def fit_features(
     n_concepts: int,
     *,
     progress: bool = False,
+    weigh: bool = True,
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """Read the corpus once: fit ``features`` and return (TF-IDF rows, documents × concepts 0/1)."""
+    """Read the corpus once: fit ``features`` and return (TF-IDF rows, documents × concepts
+    0/1); with ``weigh=False`` the rows are term counts and the idf is left to the caller."""
     indptr = array("q", [0])
     indices = array("i")
 
@@ -174,7 +188,8 @@ def fit_features(
             yield document.text
 
     with tqdm(corpus, desc="reading documents", unit=" doc", disable=not progress) as bar:
-        rows = features.fit_transform(texts(bar))
+        fit = features.fit_transform if weigh else features.fit_counts
+        rows = fit(texts(bar))
     labels = sp.csr_matrix(
         (
             np.ones(len(indices), np.float32),

@@ -51,7 +51,7 @@ class OmikujiSource(Source):
         cluster_k: int = 2,
         max_depth: int = 20,
         collapse_every_n_layers: int = 0,
-        min_df: int = 2,
+        min_df: int = 1,
         ngram_max: int = 1,
     ) -> None:
         super().__init__(vocabulary, analyzer, top_k=top_k)

