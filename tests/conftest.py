@@ -1,31 +1,17 @@
-"""Shared test helpers: where the real data sets are, and a marker for tests that need them."""
+"""What pytest must find here: the fixtures every test folder shares.
+
+The helpers the tests import (the data's place, trained workspaces, the Annif server) are
+in the ``support`` package beside this file.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-# The data lives beside the checkout (../shared/data), never inside the repository.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-requires_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.exists(),
-    reason="../shared/data not found: real-data tests need the shared data beside the checkout",
-)
-
-
-def load_benchmark(name: str) -> ModuleType:
-    """Import a script of ``benchmarks/`` (not a package) as a module, e.g. the generator."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Before any test module imports them: the helpers' asserts report their values too.
+pytest.register_assert_rewrite("support")
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,19 @@ from kuoro.config.projects import load_projects
 from kuoro.project.datadir import DataDir
 from kuoro.project.project import Project
 
-from annif_server import ANNIF_VERSION, AnnifProject, AnnifServer, AnnifUnavailable, ensure_annif
-from conftest import SHARED_DATA, requires_shared_data
+from support.annif_server import (
+    ANNIF_VERSION,
+    AnnifProject,
+    AnnifServer,
+    AnnifUnavailable,
+    ensure_annif,
+)
+from support.data import SHARED_DATA, requires_shared_data
 
 pytestmark = [
     requires_shared_data,
     pytest.mark.slow,  # trains on YSO Finna titles and runs Annif over the test set
+    pytest.mark.integration,
     pytest.mark.usefixtures("torch_one_thread"),
 ]
 

@@ -16,10 +16,10 @@ from kuoro.project.datadir import DataDir
 from kuoro.project.project import Project
 from kuoro.vocab.vocabulary import Vocabulary
 
-from arch_workspace import ARCH, kuoro
-from conftest import requires_shared_data
+from support.data import requires_shared_data
+from support.workspace import ARCH, kuoro
 
-pytestmark = requires_shared_data
+pytestmark = [requires_shared_data, pytest.mark.integration]
 
 PROJECTS = """
 [arch-tfidf]

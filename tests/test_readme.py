@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kuoro.config.backends import parameter_table
 
-from conftest import SHARED_DATA, requires_shared_data
+from support.data import SHARED_DATA, requires_shared_data
+
+pytestmark = pytest.mark.integration  # the README's commands run as a user runs them
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

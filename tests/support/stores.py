@@ -1,0 +1,28 @@
+"""What the tests of suggestion stores share: reading a store whole, and comparing rows bit for
+bit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+from kuoro.store.suggestion_store import StoreBatch
+
+
+def concat(batches: Iterator[StoreBatch], n_sources: int = 2) -> StoreBatch:
+    """One batch of all the batches' documents, in the order read."""
+    parts = list(batches)
+    return StoreBatch(
+        np.concatenate([p.positions for p in parts]),
+        sp.vstack([p.gold for p in parts], format="csr"),
+        tuple(sp.vstack([p.sources[s] for p in parts], format="csr") for s in range(n_sources)),
+    )
+
+
+def assert_same_rows(got: sp.csr_matrix, expected: sp.csr_matrix) -> None:
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.array_equal(got.indptr, expected.indptr)
+    assert np.array_equal(got.indices, expected.indices)
+    assert got.data.tobytes() == expected.data.astype(np.float32).tobytes()
