@@ -48,7 +48,7 @@ from kuoro.evaluation.evaluate import evaluate
 from kuoro.vocab.formats import read_vocabulary
 from kuoro.vocab.vocabulary import Vocabulary
 
-from annif_server import ANNIF_VERSION, ensure_annif  # the tests' installer of the pinned Annif
+from support.annif_server import ANNIF_VERSION, ensure_annif  # the tests' Annif installer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 KUORO = [sys.executable, "-m", "kuoro.cli"]

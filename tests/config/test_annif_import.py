@@ -256,7 +256,7 @@ def test_round_trip_loads_with_the_same_values(tmp_path: Path, imported: Importe
                 continue
             actual = getattr(project, key) if hasattr(project, key) else project.params[key]
             assert actual == value, (project_id, key)
-    assert projects["yso-tfidf-fi"].params["min_df"] == 2  # a default filled on loading
+    assert projects["yso-tfidf-fi"].params["min_df"] == 1  # a default filled on loading
     assert projects["yso-nn-fi"].kind == "fusion"
     assert projects["yso-nn-fi"].sources == (
         SourceRef("yso-tfidf-fi", 0.5 / 3.5),

@@ -18,7 +18,7 @@ from kuoro.sources.label_index import FEATURES
 from kuoro.vocab.formats import read_vocabulary
 from kuoro.vocab.vocabulary import Vocabulary
 
-from conftest import SHARED_DATA, requires_shared_data
+from support.data import SHARED_DATA, requires_shared_data
 
 ARCH = SHARED_DATA / "archaeology"
 TURTLE = """
