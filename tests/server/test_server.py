@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -557,6 +558,12 @@ def test_learn_updates_a_fusion_model_and_serves_the_new_one(
         assert after != before
         now = served.post("/v1/projects/fusion/suggest", data={"text": texts[0]}).json()
         assert now["results"] == expected(open_project(work, "fusion"), texts[0])
+    # A quick update: a few epochs over the new documents and a sample of the original ones.
+    manifest = json.loads((fusion_dir / after / "manifest.json").read_text(encoding="utf-8"))
+    (learnt,) = manifest["training"]["learnt"]
+    assert learnt["quick"] is True and learnt["replayed"] is True and learnt["epochs"] <= 3
+    original = manifest["training"]["train_documents"]
+    assert learnt["train_documents"] == len(documents) + min(original, max(256, 4 * 150))
 
 
 def test_learn_while_the_project_is_trained_elsewhere_is_a_conflict(
@@ -705,3 +712,13 @@ def test_kuoro_serve_runs_uvicorn_and_stops_cleanly(
     assert code == 0, output
     assert f"Uvicorn running on http://127.0.0.1:{port}" in output
     assert "Finished server process" in output and "Traceback" not in output
+
+
+def test_the_api_documentation_loads_nothing_from_elsewhere(client: TestClient) -> None:
+    page = client.get("/v1/ui")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/v1/ui/static/swagger-ui-bundle.js" in page.text
+    assert "http" not in page.text.replace("http-equiv", ""), "an absolute URL: a CDN"
+    script = client.get("/v1/ui/static/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert client.get("/v1/ui/static/swagger-ui.css").status_code == 200

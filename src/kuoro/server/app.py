@@ -15,8 +15,12 @@ import time
 from collections.abc import Mapping
 from typing import Annotated
 
+import swagger_ui_bundle
 from fastapi import Depends, FastAPI, Query, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from kuoro.config.projects import ProjectConfig
@@ -79,10 +83,11 @@ def create_app(
         title=API_TITLE,
         version=__version__,
         description="Annif-compatible subject indexing API of Kuoro.",
-        docs_url="/v1/ui",
+        docs_url=None,  # served below from local files, not from a CDN
         redoc_url=None,
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    add_swagger_ui(app)
 
     def lookup(project_id: str) -> ServedProject:
         found = served.get(project_id)
@@ -223,3 +228,21 @@ def create_app(
             "%d of %d projects ready in %.1f s", ready, len(served), time.perf_counter() - started
         )
     return app
+
+
+def add_swagger_ui(app: FastAPI) -> None:
+    """The interactive API documentation at ``/v1/ui`` (where Annif has it), with Swagger UI's
+    files served by this server from the ``swagger-ui-bundle`` package: a browser fetches
+    nothing from elsewhere, so the page works without internet access and leaks no visits."""
+    static = "/v1/ui/static"
+    app.mount(static, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/v1/ui", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{API_TITLE}: API documentation",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon-32x32.png",
+        )
