@@ -26,6 +26,8 @@ from kuoro.errors import KuoroError
 from kuoro.evaluation.evaluate import evaluate, suggestion_batches
 from kuoro.evaluation.metrics import ANNIF_ORDER
 from kuoro.evaluation.optimize import GridAccumulator, best_point
+from kuoro.project.batch import Engine, LocalEngine
+from kuoro.project.cluster import ClusterSpec
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -35,10 +37,12 @@ if TYPE_CHECKING:
     from kuoro.project.project import Project
 
 from kuoro.cli.options import (
+    cluster_option,
     configured_project,
     corpus_size,
     jobs_option,
     limit_option,
+    open_engine,
     threshold_option,
     with_progress,
     write_text,
@@ -74,19 +78,24 @@ def _scored_batches(
     obj: Context,
     project: Project,
     documents: Iterable[Document],
-    jobs: int,
+    engine: Engine,
     desc: str,
     total: int | None,
 ) -> Iterator[tuple[sp.csr_matrix, list[tuple[int, ...]]]]:
-    """(suggestion rows, gold subjects) per batch; the model is loaded before this returns.
-    ``total``: about how many documents there are, for the progress bar."""
-    if jobs == 1:
-        _ = project.model  # load the model before timing; workers load their own copy
-    stream = suggestion_batches(project, documents, jobs=jobs)
+    """(suggestion rows, gold subjects) per batch; the model is loaded before this returns
+    when it runs here. ``total``: about how many documents there are, for the progress bar."""
+    _load_here(project, engine)
+    stream = suggestion_batches(project, documents, engine=engine)
     return (
         (rows, [d.subjects for d in batch])
         for batch, rows in with_progress(stream, desc, obj.show_progress, total)
     )
+
+
+def _load_here(project: Project, engine: Engine) -> None:
+    """Load the model before timing when this process runs it; workers load their own."""
+    if isinstance(engine, LocalEngine) and engine.jobs == 1:
+        _ = project.model
 
 
 def _metric_line(name: str, value: float) -> str:
@@ -100,6 +109,7 @@ def _metric_line(name: str, value: float) -> str:
 @limit_option
 @threshold_option
 @jobs_option
+@cluster_option
 @click.option(
     "-M", "--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
     help="Also write every metric to this JSON file, flat as `annif eval` writes it: "
@@ -122,6 +132,7 @@ def eval_command(
     limit: int,
     threshold: float,
     jobs: int,
+    cluster: ClusterSpec | None,
     metrics_file: Path | None,
     results_file: Path | None,
     docs_limit: int | None,
@@ -137,16 +148,16 @@ def eval_command(
     documents = Corpus(
         list(corpus), project.vocabulary, language=language or project.config.language
     )
-    if jobs == 1:
-        _ = project.model  # load the model before timing; workers load their own copy
-    batches = suggestion_batches(project, documents, jobs=jobs, limit=docs_limit)
     total = corpus_size(corpus, docs_limit)
-    evaluation = evaluate(
-        with_progress(batches, "evaluating", obj.show_progress, total),
-        limit=limit,
-        threshold=threshold,
-        n_concepts=len(project.vocabulary),
-    )
+    with open_engine(obj, jobs, cluster) as engine:
+        _load_here(project, engine)
+        batches = suggestion_batches(project, documents, limit=docs_limit, engine=engine)
+        evaluation = evaluate(
+            with_progress(batches, "evaluating", obj.show_progress, total),
+            limit=limit,
+            threshold=threshold,
+            n_concepts=len(project.vocabulary),
+        )
     results = evaluation.metrics
     missing = sum(documents.report.unknown_subjects.values())
     for name in EVAL_METRICS:
@@ -299,6 +310,7 @@ _OPTIMIZED: tuple[tuple[Literal["precision", "recall", "f1"], str], ...] = (
     help="Thresholds to try: FROM-TO:STEP ranges and/or values, comma-separated.",
 )  # fmt: skip
 @jobs_option
+@cluster_option
 @click.option("--show-grid", is_flag=True, help="Also print every point of the grid.")
 @click.option(
     "--grid-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -314,6 +326,7 @@ def optimize_command(
     limits: tuple[int, ...],
     thresholds: tuple[float, ...],
     jobs: int,
+    cluster: ClusterSpec | None,
     show_grid: bool,
     grid_file: Path | None,
     docs_limit: int | None,
@@ -327,18 +340,19 @@ def optimize_command(
     project = configured_project(obj, project_id, backend_params)
     documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
     grid = GridAccumulator(limits, thresholds)
-    batches = _scored_batches(
-        obj,
-        project,
-        islice(documents, docs_limit),
-        jobs,
-        "optimizing",
-        corpus_size(corpus, docs_limit),
-    )
-    started = time.perf_counter()
-    for rows, gold in batches:
-        grid.update(rows, gold)
-    seconds = time.perf_counter() - started
+    with open_engine(obj, jobs, cluster) as engine:
+        batches = _scored_batches(
+            obj,
+            project,
+            islice(documents, docs_limit),
+            engine,
+            "optimizing",
+            corpus_size(corpus, docs_limit),
+        )
+        started = time.perf_counter()
+        for rows, gold in batches:
+            grid.update(rows, gold)
+        seconds = time.perf_counter() - started
     if not grid.documents:
         raise KuoroError("no documents to evaluate")
     log.info("evaluated in %.1f s (%.1f documents/s)", seconds, grid.documents / seconds)

@@ -19,8 +19,9 @@ from kuoro.cli.context import (
     label_language_option,
     pass_context,
 )
-from kuoro.corpus.documents import Corpus
+from kuoro.corpus.documents import Corpus, Document
 from kuoro.project.batch import suggest_corpus
+from kuoro.project.cluster import ClusterSpec
 from kuoro.util.atomic import atomic_write
 from kuoro.util.progress import count_documents
 from kuoro.util.wording import plural
@@ -28,13 +29,14 @@ from kuoro.util.wording import plural
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
-    from kuoro.corpus.documents import Document
     from kuoro.project.project import Project, Suggestion
 
 from kuoro.cli.options import (
+    cluster_option,
     configured_project,
     jobs_option,
     limit_option,
+    open_engine,
     threshold_option,
     with_progress,
 )
@@ -47,6 +49,8 @@ log = logging.getLogger("kuoro")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @limit_option
 @threshold_option
+@jobs_option
+@cluster_option
 @label_language_option
 @backend_param_option
 @pass_context
@@ -56,25 +60,35 @@ def suggest_command(
     files: Sequence[Path],
     limit: int,
     threshold: float,
+    jobs: int,
+    cluster: ClusterSpec | None,
     label_language: str | None,
     backend_params: Sequence[str],
 ) -> None:
     """Suggest subjects for the text on standard input, or for each of FILES.
 
-    Prints one suggestion per line: <uri>, label, [notation,] score, tab-separated.
+    Prints one suggestion per line: <uri>, label, [notation,] score, tab-separated. With
+    several FILES each file's lines follow a line "Suggestions for FILE", in the order given;
+    -j or --cluster spread the files over processes or a cluster.
     """
     project = configured_project(obj, project_id, backend_params)
     language = check_label_language(project, label_language)
-    if files:
-        texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
-    else:
-        texts = [sys.stdin.read()]
-    rows = project.suggest(texts)
-    for i, text_file in enumerate(files or [None]):
-        if text_file is not None and len(files) > 1:
-            click.echo(f"Suggestions for {text_file}")
-        for s in _ranked(project, rows[i], limit, threshold, language):
-            click.echo(_suggestion_line(s.uri, s.label, s.notation, s.score))
+    named: deque[Path | None] = deque(files) if files else deque([None])
+
+    def documents() -> Iterator[Document]:
+        for text_file in files:  # read as they are needed, not all at once
+            yield Document(text_file.read_text(encoding="utf-8", errors="replace"))
+        if not files:
+            yield Document(sys.stdin.read())
+
+    with open_engine(obj, jobs, cluster) as engine:
+        for batch, rows in suggest_corpus(project, documents(), engine=engine):
+            for i in range(len(batch)):
+                text_file = named.popleft()
+                if text_file is not None and len(files) > 1:
+                    click.echo(f"Suggestions for {text_file}")
+                for s in _ranked(project, rows[i], limit, threshold, language):
+                    click.echo(_suggestion_line(s.uri, s.label, s.notation, s.score))
 
 
 def _ranked(
@@ -110,6 +124,7 @@ def _suggestion_line(uri: str, label: str | None, notation: str | None, score: f
 @limit_option
 @threshold_option
 @jobs_option
+@cluster_option
 @label_language_option
 @backend_param_option
 @pass_context
@@ -122,6 +137,7 @@ def index_command(
     limit: int,
     threshold: float,
     jobs: int,
+    cluster: ClusterSpec | None,
     label_language: str | None,
     backend_params: Sequence[str],
 ) -> None:
@@ -142,17 +158,18 @@ def index_command(
                 targets.append(target)
                 yield doc
 
-    stream = suggest_corpus(project, wanted(), jobs=jobs)
     total = count_documents(directories)
-    for batch, rows in with_progress(stream, "indexing", obj.show_progress, total):
-        for i in range(len(batch)):
-            lines = [
-                _suggestion_line(s.uri, s.label, s.notation, s.score) + "\n"
-                for s in _ranked(project, rows[i], limit, threshold, language)
-            ]
-            with atomic_write(targets.popleft()) as out:
-                out.write("".join(lines).encode("utf-8"))
-            written += 1
+    with open_engine(obj, jobs, cluster) as engine:
+        stream = suggest_corpus(project, wanted(), engine=engine)
+        for batch, rows in with_progress(stream, "indexing", obj.show_progress, total):
+            for i in range(len(batch)):
+                lines = [
+                    _suggestion_line(s.uri, s.label, s.notation, s.score) + "\n"
+                    for s in _ranked(project, rows[i], limit, threshold, language)
+                ]
+                with atomic_write(targets.popleft()) as out:
+                    out.write("".join(lines).encode("utf-8"))
+                written += 1
     if kept:
         log.warning(
             "%s kept unchanged; use --force to overwrite them",

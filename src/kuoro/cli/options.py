@@ -13,6 +13,9 @@ from tqdm import tqdm
 from kuoro.cli.context import (
     Context,
 )
+from kuoro.errors import KuoroError
+from kuoro.project.batch import Engine, LocalEngine
+from kuoro.project.cluster import SCHEDULER_ENV, ClusterSpec, DaskEngine, parse_cluster
 from kuoro.util.atomic import atomic_write
 from kuoro.util.progress import DOC_UNIT, count_documents
 
@@ -31,6 +34,37 @@ jobs_option = click.option(
     "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
     help="Parallel jobs (processes for suggestion, threads where a library trains with them).",
 )  # fmt: skip
+
+
+def _cluster(ctx: click.Context, param: click.Parameter, value: str | None) -> ClusterSpec | None:
+    if not value:
+        return None
+    try:
+        return parse_cluster(value)
+    except KuoroError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+cluster_option = click.option(
+    "--cluster", metavar="local:N|ADDRESS", envvar=SCHEDULER_ENV, callback=_cluster,
+    help="Run the sources over the documents on a Dask cluster (pip install 'kuoro[dask]'): "
+    "local:N starts N worker processes here, tcp://HOST:8786 uses a running scheduler "
+    f"(env {SCHEDULER_ENV}). Results are those of a local run. Default: -j local processes.",
+)  # fmt: skip
+
+
+def open_engine(obj: Context, jobs: int, cluster: ClusterSpec | None) -> Engine:
+    """What runs the project's sources over the documents: ``jobs`` local processes, or the
+    Dask cluster of ``--cluster`` (connected on first use; its address and dashboard are
+    printed then, unless --quiet). Close it when done (``with``)."""
+    if cluster is None:
+        return LocalEngine(jobs)
+
+    def started(message: str) -> None:
+        if obj.verbosity >= 0:
+            click.echo(f"kuoro: {message}", err=True)
+
+    return DaskEngine(cluster, on_start=started)
 
 
 def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,9 +15,12 @@ from kuoro.cli.context import (
     docs_limit_option,
     pass_context,
 )
-from kuoro.cli.options import configured_project, jobs_option
+from kuoro.cli.options import cluster_option, configured_project, jobs_option, open_engine
 from kuoro.corpus.limited import first_documents
+from kuoro.project.cluster import ClusterSpec
 from kuoro.util.wording import plural
+
+log = logging.getLogger("kuoro")
 
 
 @click.command("learn")
@@ -26,6 +30,7 @@ from kuoro.util.wording import plural
     "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
     help="Parallel jobs running the sources over the new documents.",
 )  # fmt: skip
+@cluster_option
 @device_option
 @docs_limit_option
 @backend_param_option
@@ -35,6 +40,7 @@ def learn_command(
     project_id: str,
     corpus: Sequence[Path],
     jobs: int,
+    cluster: ClusterSpec | None,
     device: str,
     docs_limit: int | None,
     backend_params: Sequence[str],
@@ -47,8 +53,13 @@ def learn_command(
     epoch beats it there.
     """
     project = obj.open_project(project_id, backend_params)
-    with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
-        summary = project.learn(paths, jobs=jobs, progress=obj.show_progress, device=device)
+    with (
+        first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths,
+        open_engine(obj, jobs, cluster) as engine,
+    ):
+        summary = project.learn(
+            paths, jobs=jobs, progress=obj.show_progress, device=device, engine=engine
+        )
     click.echo(
         f"'{project_id}' learnt from {plural(summary.documents, 'document')} in "
         f"{summary.seconds:.1f} s -> {summary.model_dir}"
@@ -60,6 +71,7 @@ def learn_command(
 @click.argument("project_id")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
 @jobs_option
+@cluster_option
 @click.option(
     "--cached/--no-cached", default=True, show_default=True,
     help="Fusion: reuse the sources' stored suggestions while sources and corpus are unchanged, "
@@ -74,6 +86,7 @@ def train_command(
     project_id: str,
     corpus: Sequence[Path],
     jobs: int,
+    cluster: ClusterSpec | None,
     cached: bool,
     device: str,
     docs_limit: int | None,
@@ -85,9 +98,24 @@ def train_command(
     stored and reused) and trains its model on them.
     """
     project = configured_project(obj, project_id, backend_params)
-    with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
+    if cluster is not None and project.config.kind != "fusion":
+        log.info(
+            "'%s' is a source project: it trains here (--cluster runs sources over the "
+            "documents of a fusion project's store, index, eval and suggest)",
+            project_id,
+        )
+        cluster = None
+    with (
+        first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths,
+        open_engine(obj, jobs, cluster) as engine,
+    ):
         summary = project.train(
-            paths, jobs=jobs, progress=obj.show_progress, cached=cached, device=device
+            paths,
+            jobs=jobs,
+            progress=obj.show_progress,
+            cached=cached,
+            device=device,
+            engine=engine,
         )
     click.echo(
         f"trained '{project_id}' on {plural(summary.documents, 'document')} in "

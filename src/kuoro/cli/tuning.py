@@ -16,7 +16,9 @@ from kuoro.cli.context import (
     docs_limit_option,
     pass_context,
 )
+from kuoro.cli.options import cluster_option, open_engine
 from kuoro.corpus.limited import first_documents
+from kuoro.project.cluster import ClusterSpec
 from kuoro.util.wording import plural
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ def _open(obj: Context, project_id: str, backend_params: Sequence[str] = ()) -> 
     "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
     help="Processes for the sources when the store is built; trials trained side by side.",
 )  # fmt: skip
+@cluster_option
 @click.option(
     "--storage", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="SQLite file of the search  [default: DATADIR/projects/PROJECT_ID.hyperopt.sqlite3]",
@@ -64,6 +67,7 @@ def hyperopt_command(
     corpus: Sequence[Path],
     trials: int,
     jobs: int,
+    cluster: ClusterSpec | None,
     storage: Path | None,
     timeout: float | None,
     seed: int,
@@ -93,7 +97,10 @@ def hyperopt_command(
         optuna.logging.INFO if obj.verbosity > 0 else optuna.logging.WARNING
     )
     project = _open(obj, project_id, backend_params)
-    with first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths:
+    with (
+        first_documents(corpus, docs_limit, project.vocabulary, project.config.language) as paths,
+        open_engine(obj, jobs, cluster) as engine,
+    ):
         result = run_hyperopt(
             project,
             paths,
@@ -104,6 +111,7 @@ def hyperopt_command(
             timeout=timeout,
             progress=obj.show_progress,
             device=device,
+            engine=engine,
         )
     done = result.complete + result.pruned
     if result.trials_run == 0:
@@ -159,6 +167,7 @@ def hyperopt_command(
     "-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
     help="Processes for the suggestions.",
 )  # fmt: skip
+@cluster_option
 @click.option(
     "--storage", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="SQLite file of the hyperopt search to show, as given to hyperopt --storage  "
@@ -172,6 +181,7 @@ def report_command(
     output: Path,
     limit: int,
     jobs: int,
+    cluster: ClusterSpec | None,
     storage: Path | None,
 ) -> None:
     """Evaluate PROJECT_ID on CORPUS and write a self-contained HTML report.
@@ -187,13 +197,15 @@ def report_command(
     project = _open(obj, project_id)
     if storage is not None and not storage.is_file():
         raise click.BadParameter(f"no such file: {storage}", param_hint="--storage")
-    path = write_report(
-        project,
-        list(corpus),
-        output,
-        limit=limit,
-        jobs=jobs,
-        progress=obj.show_progress,
-        storage=storage,
-    )
+    with open_engine(obj, jobs, cluster) as engine:
+        path = write_report(
+            project,
+            list(corpus),
+            output,
+            limit=limit,
+            jobs=jobs,
+            progress=obj.show_progress,
+            storage=storage,
+            engine=engine,
+        )
     click.echo(f"wrote {path}")

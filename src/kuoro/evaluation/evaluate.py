@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from kuoro.corpus.documents import Document
 from kuoro.errors import KuoroError
 from kuoro.evaluation.metrics import RankingMetrics, SubjectResult
-from kuoro.project.batch import BATCH_SIZE, document_ids, suggest_corpus
+from kuoro.project.batch import BATCH_SIZE, Engine, document_ids, suggest_corpus
 from kuoro.project.project import Project
 from kuoro.sources.base import Suggester
 
@@ -48,15 +48,17 @@ def suggestion_batches(
     *,
     jobs: int = 1,
     limit: int | None = None,
+    engine: Engine | None = None,
 ) -> Iterator[Batch]:
     """The documents in batches with the suggester's rows for them, in corpus order.
 
     A project suggests in ``jobs`` worker processes when ``jobs`` > 1 (each loads the model
-    once); any other suggester runs here. ``limit``: only the first so many documents.
+    once), or where ``engine`` runs it (e.g. a ``kuoro.project.cluster.DaskEngine``); any
+    other suggester runs here. ``limit``: only the first so many documents.
     """
     documents = islice(documents, limit)
     if isinstance(suggester, Project):
-        yield from suggest_corpus(suggester, documents, jobs=jobs)
+        yield from suggest_corpus(suggester, documents, jobs=jobs, engine=engine)
         return
     it, ordinal = iter(documents), 1
     while batch := list(islice(it, BATCH_SIZE)):

@@ -48,6 +48,7 @@ from kuoro.evaluation.search_results import (
     summarize,
 )
 from kuoro.fusion.fit import fit_fusion
+from kuoro.project.batch import Engine
 from kuoro.project.fusion_kind import FusionKind
 from kuoro.project.fusion_stores import training_context, training_stores
 from kuoro.training.callbacks import Callback
@@ -314,13 +315,16 @@ def run_hyperopt(
     progress: bool = False,
     device: str = "auto",
     pruner: optuna.pruners.BasePruner | None = None,
+    engine: Engine | None = None,
 ) -> HyperoptResult:
     """Search the fusion hyperparameters of ``project`` until its study has ``trials``
     finished trials (or ``timeout`` seconds have passed); see the module docstring.
 
     ``jobs``: processes for the sources when the store is built, and trials trained side by
     side (threads; they share the global random generators, so such runs do not repeat
-    exactly). ``seed`` seeds the sampler; the held-out split follows the project's ``seed``.
+    exactly). ``engine``: what runs the sources when the store is built, instead of ``jobs``
+    local processes. ``seed`` seeds the sampler; the held-out split follows the project's
+    ``seed``.
     """
     if trials < 1:
         raise KuoroError(f"--trials must be at least 1, not {trials}")
@@ -332,7 +336,12 @@ def run_hyperopt(
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
     stores = training_stores(
-        project, _fusion(project).sources(), corpus_paths, jobs=jobs, progress=progress
+        project,
+        _fusion(project).sources(),
+        corpus_paths,
+        jobs=jobs,
+        progress=progress,
+        engine=engine,
     )
     with stores as (store, held_out):
         study = _open_study(storage, project.project_id, seed, pruner)

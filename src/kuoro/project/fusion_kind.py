@@ -14,6 +14,7 @@ from kuoro.errors import ModelError
 from kuoro.fusion.candidates import ConceptPrior
 from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.predictor import FusionPredictor
+from kuoro.project.batch import Engine
 from kuoro.project.fusion_files import NUMPY, fusion_engine, load_prior, trained_sources
 from kuoro.project.results import TrainingSummary
 
@@ -41,13 +42,20 @@ class FusionKind:
         progress: bool = False,
         cached: bool = True,
         device: str = "auto",
+        engine: Engine | None = None,
     ) -> TrainingSummary:
         """Fill (or reuse) the store of the sources' suggestions for the corpora and train the
         fusion model on it."""
         from kuoro.project.fusion_training import train_fusion  # torch: only to train
 
         return train_fusion(
-            self.project, corpus_paths, jobs=jobs, progress=progress, cached=cached, device=device
+            self.project,
+            corpus_paths,
+            jobs=jobs,
+            progress=progress,
+            cached=cached,
+            device=device,
+            engine=engine,
         )
 
     def learn(
@@ -58,12 +66,19 @@ class FusionKind:
         progress: bool = False,
         device: str = "auto",
         quick: bool = False,
+        engine: Engine | None = None,
     ) -> TrainingSummary:
         """Update the trained model with new documents (see ``fusion_training.learn_fusion``)."""
         from kuoro.project.fusion_training import learn_fusion  # torch: only to train
 
         return learn_fusion(
-            self.project, corpus_paths, jobs=jobs, progress=progress, device=device, quick=quick
+            self.project,
+            corpus_paths,
+            jobs=jobs,
+            progress=progress,
+            device=device,
+            quick=quick,
+            engine=engine,
         )
 
     def load(self, version_dir: Path, manifest: Mapping[str, Any]) -> FusionPredictor:

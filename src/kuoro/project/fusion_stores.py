@@ -17,6 +17,7 @@ import numpy as np
 
 from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.errors import ModelError
+from kuoro.project.batch import Engine
 from kuoro.project.fusion_files import (
     SPLIT,
 )
@@ -43,6 +44,7 @@ def learn_store(
     jobs: int,
     cached: bool,
     progress: bool,
+    engine: Engine | None = None,
 ) -> SuggestionStore:
     return build_source_store(
         path,
@@ -53,6 +55,7 @@ def learn_store(
         jobs=jobs,
         cached=cached,
         progress=progress,
+        engine=engine,
     )
 
 
@@ -64,6 +67,7 @@ def _shared_store(
     cached: bool,
     progress: bool,
     legacy: Path,
+    engine: Engine | None,
 ) -> SuggestionStore:
     return open_shared_store(
         project.datadir,
@@ -75,6 +79,7 @@ def _shared_store(
         cached=cached,
         progress=progress,
         legacy=[legacy],
+        engine=engine,
     )
 
 
@@ -87,15 +92,17 @@ def training_stores(
     jobs: int = 1,
     cached: bool = True,
     progress: bool = False,
+    engine: Engine | None = None,
 ) -> Iterator[tuple[SuggestionStore, SuggestionStore | None]]:
     """The store of the corpora, and of the project's ``validation`` corpus when that
     parameter is a path (else None), each filled from the sources or reused. Stores are
-    shared: fusion projects over the same sources and corpus use one."""
+    shared: fusion projects over the same sources and corpus use one. ``engine`` runs the
+    sources (default: ``jobs`` local processes)."""
     validation = project.config.params.get("validation")
     legacy = project.datadir.legacy_store_path(project.project_id)
     with ExitStack() as stack:
         store = stack.enter_context(
-            _shared_store(project, sources, corpus_paths, jobs, cached, progress, legacy)
+            _shared_store(project, sources, corpus_paths, jobs, cached, progress, legacy, engine)
         )
         held_out = None
         if isinstance(validation, str):
@@ -115,7 +122,14 @@ def training_stores(
                 legacy = project.datadir.legacy_validation_store_path(project.project_id)
                 held_out = stack.enter_context(
                     _shared_store(
-                        project, sources, [Path(validation)], jobs, cached, progress, legacy
+                        project,
+                        sources,
+                        [Path(validation)],
+                        jobs,
+                        cached,
+                        progress,
+                        legacy,
+                        engine,
                     )
                 )
         yield store, held_out

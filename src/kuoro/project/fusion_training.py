@@ -45,6 +45,7 @@ from kuoro.fusion.fit import (
     train_fusion_model,
 )
 from kuoro.fusion.numpy_model import NumpyFusion
+from kuoro.project.batch import Engine
 from kuoro.project.fusion_files import (
     HISTORY,
     NUMPY,
@@ -85,15 +86,23 @@ def train_fusion(
     progress: bool = False,
     cached: bool = True,
     device: str = "auto",
+    engine: Engine | None = None,
 ) -> TrainingSummary:
-    """Fill (or reuse) the project's store for the corpora and train its model on it."""
+    """Fill (or reuse) the project's store for the corpora and train its model on it;
+    ``engine`` runs the sources (default: ``jobs`` local processes)."""
     sources = trained_sources(project)
     params = project.config.fusion_params()
     started = time.perf_counter()
     with ExitStack() as stack:
         store, held_out = stack.enter_context(
             training_stores(
-                project, sources, corpus_paths, jobs=jobs, cached=cached, progress=progress
+                project,
+                sources,
+                corpus_paths,
+                jobs=jobs,
+                cached=cached,
+                progress=progress,
+                engine=engine,
             )
         )
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
@@ -145,6 +154,7 @@ def learn_fusion(
     progress: bool = False,
     device: str = "auto",
     quick: bool = False,
+    engine: Engine | None = None,
 ) -> TrainingSummary:
     """Update the project's trained model with the documents of ``corpus_paths``.
 
@@ -167,7 +177,7 @@ def learn_fusion(
     learn_path = project.datadir.learn_store_path(pid)
     with ExitStack() as stack:
         new = stack.enter_context(
-            learn_store(project, sources, learn_path, corpus_paths, jobs, False, progress)
+            learn_store(project, sources, learn_path, corpus_paths, jobs, False, progress, engine)
         )
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kuoro-")))
         if len(new) == 0:

@@ -26,6 +26,7 @@ from kuoro.config.projects import (
     parse_analyzer,
 )
 from kuoro.errors import ModelError, NotFoundError
+from kuoro.project.batch import Engine
 from kuoro.project.datadir import DataDir
 from kuoro.project.fusion_kind import FusionKind
 from kuoro.project.model_files import read_model
@@ -109,16 +110,24 @@ class Project:
         progress: bool = False,
         cached: bool = True,
         device: str = "auto",
+        engine: Engine | None = None,
     ) -> TrainingSummary:
         """Train on the corpora and save the result as the project's current model.
 
         A fusion project runs its (trained) sources over the corpora into a suggestion store,
-        reused while they and the corpora are unchanged when ``cached``, and trains on it.
+        reused while they and the corpora are unchanged when ``cached``, and trains on it;
+        ``engine`` runs the sources (default: ``jobs`` local processes; see
+        ``project.cluster.DaskEngine`` for a cluster).
         Only one process at a time trains or updates a project: another is refused.
         """
         with self.lock():
             return self.kind.train(
-                corpus_paths, jobs=jobs, progress=progress, cached=cached, device=device
+                corpus_paths,
+                jobs=jobs,
+                progress=progress,
+                cached=cached,
+                device=device,
+                engine=engine,
             )
 
     def learn(
@@ -129,14 +138,21 @@ class Project:
         progress: bool = False,
         device: str = "auto",
         quick: bool = False,
+        engine: Engine | None = None,
     ) -> TrainingSummary:
         """Update the trained model with new documents (fusion projects).
-        ``quick``: a few bounded epochs, for a client waiting on the answer."""
+        ``quick``: a few bounded epochs, for a client waiting on the answer; ``engine``: as
+        for :meth:`train`."""
         if isinstance(self.kind, SourceKind):
             return self.kind.learn(corpus_paths)
         with self.lock():
             return self.kind.learn(
-                corpus_paths, jobs=jobs, progress=progress, device=device, quick=quick
+                corpus_paths,
+                jobs=jobs,
+                progress=progress,
+                device=device,
+                quick=quick,
+                engine=engine,
             )
 
     def lock(self) -> FileLock:

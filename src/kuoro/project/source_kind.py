@@ -12,6 +12,7 @@ from kuoro.analyzers import make_analyzer
 from kuoro.config.projects import parse_analyzer
 from kuoro.corpus.documents import Corpus
 from kuoro.errors import KuoroError, ModelError
+from kuoro.project.batch import Engine
 from kuoro.project.model_files import write_model
 from kuoro.project.results import TrainingSummary
 from kuoro.sources.base import Source
@@ -48,9 +49,12 @@ class SourceKind:
         progress: bool = False,
         cached: bool = True,
         device: str = "auto",
+        engine: Engine | None = None,
     ) -> TrainingSummary:
         """Fit a new source on the corpora and save it as the project's current model
-        (``cached`` and ``device`` are a fusion project's; a source has nothing to reuse)."""
+        (``cached``, ``device`` and ``engine`` are a fusion project's: a source has nothing
+        to reuse and trains in this process, with ``jobs`` threads where its library has
+        them)."""
         project = self.project
         source = self.new_source()
         corpus = Corpus(corpus_paths, project.vocabulary, language=project.config.language)

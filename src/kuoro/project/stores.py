@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from kuoro.corpus.documents import Corpus
 from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.errors import KuoroError
-from kuoro.project.batch import suggest_corpus_all
+from kuoro.project.batch import Engine, suggest_corpus_all
 from kuoro.project.datadir import DataDir
 from kuoro.project.model_files import read_model
 from kuoro.store.builder import (
@@ -102,15 +102,17 @@ def source_rows(
     vocabulary: Vocabulary,
     language: str,
     jobs: int = 1,
+    engine: Engine | None = None,
 ) -> RowBatches:
     """The row batches of the corpus's documents from a given one on: their gold and what
-    each source project suggests for them (in ``jobs`` processes)."""
+    each source project suggests for them, run by ``engine`` (default: ``jobs`` local
+    processes)."""
 
     def batches(skip: int) -> Iterator[RowBatch]:
         corpus = Corpus(corpus_paths, vocabulary, language=language)
         documents = islice(iter(corpus), skip, None)
         for batch, rows in suggest_corpus_all(
-            projects, documents, jobs=jobs, first_ordinal=skip + 1
+            projects, documents, jobs=jobs, first_ordinal=skip + 1, engine=engine
         ):
             yield [d.subjects for d in batch], rows
 
@@ -127,11 +129,16 @@ def build_source_store(
     jobs: int = 1,
     cached: bool = True,
     progress: bool = False,
+    engine: Engine | None = None,
 ) -> SuggestionStore:
     """The store at ``path`` of the projects' suggestions for the corpus, built (or reused
-    while sources, vocabulary and corpus are unchanged, when ``cached``), opened for reading."""
+    while sources, vocabulary and corpus are unchanged, when ``cached``), opened for reading.
+    ``engine`` runs the sources (default: ``jobs`` local processes); whatever runs them, the
+    rows are stored in corpus order by this process alone."""
     spec = store_spec(projects, corpus_paths, vocabulary=vocabulary, language=language)
-    rows = source_rows(projects, corpus_paths, vocabulary=vocabulary, language=language, jobs=jobs)
+    rows = source_rows(
+        projects, corpus_paths, vocabulary=vocabulary, language=language, jobs=jobs, engine=engine
+    )
     return build_store(path, spec, rows, cached=cached, progress=progress)
 
 
@@ -146,6 +153,7 @@ def open_shared_store(
     cached: bool = True,
     progress: bool = False,
     legacy: Sequence[Path] = (),
+    engine: Engine | None = None,
 ) -> SuggestionStore:
     """The store of the projects' suggestions for the corpus in the data directory's
     ``stores/``, shared by every fusion project over the same sources and corpus, built once.
@@ -162,7 +170,9 @@ def open_shared_store(
     except BaseException:
         lock.release()
         raise
-    rows = source_rows(projects, corpus_paths, vocabulary=vocabulary, language=language, jobs=jobs)
+    rows = source_rows(
+        projects, corpus_paths, vocabulary=vocabulary, language=language, jobs=jobs, engine=engine
+    )
     return build_store(path, spec, rows, cached=cached, progress=progress, lock=lock)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kuoro.evaluation.report.gather import WORST_DOCUMENTS, gather
 from kuoro.evaluation.report.html import SECTIONS, render
+from kuoro.project.batch import Engine
 from kuoro.project.project import Project
 from kuoro.util.atomic import atomic_write
 
@@ -35,14 +36,22 @@ def write_report(
     jobs: int = 1,
     progress: bool = False,
     storage: Path | None = None,
+    engine: Engine | None = None,
 ) -> Path:
     """Evaluate ``project`` on the corpora and write the HTML report to ``output``.
 
     ``storage``: the hyperopt storage to read (default: the project's, if it exists).
+    ``engine``: what runs the project's sources (default: ``jobs`` local processes).
     """
     started = time.perf_counter()
     gathered = gather(
-        project, corpus_paths, limit=limit, jobs=jobs, progress=progress, storage=storage
+        project,
+        corpus_paths,
+        limit=limit,
+        jobs=jobs,
+        progress=progress,
+        storage=storage,
+        engine=engine,
     )
     log.info("evaluated in %.1f s", time.perf_counter() - started)
     page = render(project, gathered, corpus_paths, limit)

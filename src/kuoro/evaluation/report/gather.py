@@ -32,7 +32,7 @@ from kuoro.fusion.candidates import build_candidates
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.predictor import FusionPredictor, top_rows
-from kuoro.project.batch import suggest_corpus_all
+from kuoro.project.batch import Engine, suggest_corpus_all
 from kuoro.project.fusion_files import HISTORY
 from kuoro.project.fusion_kind import FusionKind
 from kuoro.project.model_files import read_model
@@ -113,6 +113,7 @@ def gather(
     jobs: int,
     progress: bool,
     storage: Path | None,
+    engine: Engine | None = None,
 ) -> Gathered:
     """Evaluate ``project`` on the corpora and read its training history and search.
 
@@ -136,7 +137,7 @@ def gather(
             position += len(batch)
             bar.update(len(batch))
 
-        batches = _scored_batches(project, predictor, contribution, documents, width, jobs)
+        batches = _scored_batches(project, predictor, contribution, documents, width, jobs, engine)
         evaluation = evaluate(batches, limit=limit, n_concepts=width, on_batch=on_batch)
         bar.total = bar.n  # the count was of lines or files
     return Gathered(
@@ -191,16 +192,17 @@ def _scored_batches(
     documents: Corpus,
     width: int,
     jobs: int,
+    engine: Engine | None,
 ) -> Iterator[tuple[list[Document], sp.csr_matrix]]:
     """The documents in batches with the project's rows for them. A fusion project's sources
     run here and their rows are fused here, counting what each source contributes."""
     if predictor is None or contribution is None:
-        for batch, rows in suggest_corpus_all([project], documents, jobs=jobs):
+        for batch, rows in suggest_corpus_all([project], documents, jobs=jobs, engine=engine):
             yield batch, rows[0]
         return
     sources: Sequence[Any] = predictor.sources
     gate_model = _gate_model(predictor.model)
-    for batch, rows in suggest_corpus_all(sources, documents, jobs=jobs):
+    for batch, rows in suggest_corpus_all(sources, documents, jobs=jobs, engine=engine):
         fusion = _fuse(predictor, gate_model, rows, width)
         _count_contribution(contribution, rows, fusion, [d.subjects for d in batch])
         yield batch, fusion.rows

@@ -1,0 +1,321 @@
+"""The Dask side of :class:`~kuoro.project.cluster.DaskEngine`: the client's connection, the
+ordered stream of batches through the cluster, and what runs on the workers.
+
+Imported only when a run uses a cluster (it imports ``distributed``), and on every worker,
+which unpickles :class:`SourceModels` and :func:`suggest_batch` from here.
+
+Each worker keeps the projects' models in a :class:`SourceModels` worker plugin, registered
+once per set of projects: the scheduler gives it to every worker, including one that joins or
+is restarted later, and each worker loads the models on its first batch (not in the plugin's
+``setup``, which runs on the worker's event loop) and keeps them until the plugin is removed
+when the engine closes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import pickle
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import CancelledError
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import scipy.sparse as sp
+from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker
+from distributed.comm.core import CommClosedError
+from distributed.scheduler import KilledWorker
+
+from kuoro.config.projects import ProjectConfig
+from kuoro.corpus.documents import Document
+from kuoro.errors import KuoroError, ModelError
+from kuoro.project.batch import BATCH_SIZE, ProjectRows, batches, document_ids, worker_configs
+from kuoro.project.datadir import DataDir
+
+if TYPE_CHECKING:
+    from distributed import Worker
+
+    from kuoro.project.cluster import ClusterSpec
+    from kuoro.project.project import Project
+
+log = logging.getLogger(__name__)
+
+# On a worker's host: the data directory to read instead of the client's path.
+WORKER_DATADIR_ENV = "KUORO_WORKER_DATADIR"
+
+# Batches in flight per worker thread: one running, one waiting, so that no worker idles
+# while the client collects a result.
+_PER_THREAD = 2
+
+
+class DaskSession:
+    """A client of the cluster ``spec`` names (a LocalCluster it starts, or a running
+    scheduler), the worker plugins it registered, and the batches it hands out."""
+
+    def __init__(self, spec: ClusterSpec, *, on_start: Callable[[str], None] | None) -> None:
+        self.spec = spec
+        self.token = uuid.uuid4().hex[:12]
+        self.cluster: LocalCluster | None = None
+        self._plugins: dict[str, str] = {}  # the digest of a set of projects -> plugin name
+        self._submitted = 0
+        self.lost = False  # the scheduler went away
+        try:
+            if spec.local_workers is not None:
+                self.cluster = LocalCluster(
+                    n_workers=spec.local_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":8787",  # or any free port when that one is taken
+                    silence_logs=logging.ERROR,
+                )
+                self.client = Client(self.cluster)
+            else:
+                self.client = Client(spec.address)
+        except OSError as exc:  # distributed's connection timeouts are OSErrors
+            self._close_cluster()
+            raise KuoroError(
+                f"cannot reach the Dask scheduler at {spec.address} ({exc}); start one with "
+                "'dask scheduler' or name a running one with --cluster or "
+                "$KUORO_DASK_SCHEDULER"
+            ) from None
+        self.address = str(self.client.scheduler_info()["address"])
+        message = self.describe()
+        (on_start or log.info)(message)
+
+    def describe(self) -> str:
+        """Where the scheduler and its dashboard are, and the workers it has."""
+        info = self.client.scheduler_info()
+        workers, threads = info["workers"], sum(w["nthreads"] for w in info["workers"].values())
+        where = "local cluster" if self.cluster is not None else "cluster"
+        if "dashboard" not in info.get("services", {}):
+            dashboard = "no dashboard"
+        elif importlib.util.find_spec("bokeh") is None and self.cluster is not None:
+            dashboard = "no dashboard (it needs bokeh: pip install 'kuoro[dask]')"
+        else:
+            dashboard = f"dashboard {self.client.dashboard_link}"
+        waiting = "" if workers else " (the documents wait until workers join)"
+        return (
+            f"Dask {where} at {self.address}: {len(workers)} workers, {threads} threads"
+            f"{waiting}; {dashboard}"
+        )
+
+    # -- the stream of batches -------------------------------------------------------------
+
+    def suggest_all(
+        self,
+        projects: Sequence[Project],
+        documents: Iterable[Document],
+        *,
+        batch_size: int = BATCH_SIZE,
+        first_ordinal: int = 1,
+        in_flight: int | None = None,
+    ) -> Iterator[ProjectRows]:
+        """The batches of the documents with each project's rows, in corpus order; each
+        batch is a task, and at most ``in_flight`` are out at a time."""
+        plugin = self._plugin_for(projects)
+        window = in_flight or _PER_THREAD * max(1, sum(self.client.nthreads().values()))
+        pending: deque[tuple[list[Document], Future[list[sp.csr_matrix]]]] = deque()
+        ordinal = first_ordinal
+        try:
+            for batch in batches(documents, batch_size):
+                texts, ids = [d.text for d in batch], document_ids(batch, ordinal)
+                ordinal += len(batch)
+                self._submitted += 1
+                future = self.client.submit(
+                    suggest_batch,
+                    plugin,
+                    texts,
+                    ids,
+                    key=f"kuoro-suggest-{self.token}-{self._submitted}",
+                    pure=False,
+                )
+                pending.append((batch, future))
+                if len(pending) >= window:
+                    done, first = pending.popleft()
+                    yield done, self._rows(first, done)
+            while pending:
+                done, first = pending.popleft()
+                yield done, self._rows(first, done)
+        finally:
+            if pending and self.client.status == "running":
+                self.client.cancel([future for _, future in pending])
+
+    def _rows(
+        self, future: Future[list[sp.csr_matrix]], batch: list[Document]
+    ) -> list[sp.csr_matrix]:
+        try:
+            rows: list[sp.csr_matrix] = future.result()
+        except KilledWorker as exc:
+            raise KuoroError(
+                f"a batch of {len(batch)} documents killed the Dask workers that ran it ({exc}); "
+                "a worker that runs out of memory is killed: each worker loads every source "
+                "model, so give the workers more memory or run fewer of them per host"
+            ) from None
+        except (CancelledError, CommClosedError) as exc:
+            if self.client.status == "running":
+                raise
+            raise self._lost(exc) from None
+        except OSError as exc:
+            raise self._lost(exc) from None
+        return rows
+
+    def _lost(self, exc: BaseException) -> KuoroError:
+        self.lost = True
+        if isinstance(exc, CancelledError):
+            reason = "the connection closed"
+        else:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return KuoroError(
+            f"lost the Dask scheduler at {self.address} ({reason}); what was written is kept: "
+            "run the command again to go on from there (a suggestion store resumes after its "
+            "last stored document, index keeps the files it wrote)"
+        )
+
+    # -- the models on the workers ---------------------------------------------------------
+
+    def _plugin_for(self, projects: Sequence[Project]) -> str:
+        """The name of the worker plugin that holds these projects' models, registered (and
+        so given to every worker) once per session."""
+        configs = worker_configs(projects)
+        roots = [str(p.datadir.root.resolve()) for p in projects]
+        versions = [_current_version(p) for p in projects]
+        kind = type(projects[0])
+        described = pickle.dumps((kind.__module__, kind.__qualname__, configs, roots, versions))
+        digest = hashlib.sha256(described).hexdigest()[:12]
+        if digest not in self._plugins:
+            name = f"kuoro-models-{self.token}-{digest}"
+            try:
+                self.client.register_plugin(SourceModels(kind, configs, roots, versions), name=name)
+            except (OSError, CommClosedError) as exc:
+                raise self._lost(exc) from None
+            self._plugins[digest] = name
+        return self._plugins[digest]
+
+    def close(self) -> None:
+        """Remove this session's plugins from the workers (unloading the models) and
+        disconnect; a LocalCluster stops."""
+        try:
+            if self.client.status == "running":
+                for name in self._plugins.values():
+                    self.client.unregister_worker_plugin(name)
+        except (OSError, CommClosedError, ValueError) as exc:
+            log.debug("could not unregister the worker plugins: %s", exc)
+        finally:
+            self._plugins.clear()
+            # A client still trying to reconnect logs its cancelled attempt as a traceback:
+            # the user has been told in one line already.
+            quiet = _silenced("distributed.client") if self.lost else nullcontext()
+            with quiet:
+                self.client.close()
+            self._close_cluster()
+
+    def _close_cluster(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+
+@contextmanager
+def _silenced(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
+def _current_version(project: Project) -> str:
+    """The name of the project's current model version, as the client sees it."""
+    pointer = project.datadir.current_pointer(project.project_id)
+    try:
+        return pointer.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise ModelError(
+            f"project '{project.project_id}' is not trained yet; train it with: "
+            f"kuoro train {project.project_id} CORPUS"
+        ) from None
+
+
+class SourceModels(WorkerPlugin):
+    """On a worker: the projects, their models loaded on the first batch and kept.
+
+    Every worker must see the models the client sees: a project whose current model version
+    differs from the client's is an error naming the worker, not other suggestions.
+    """
+
+    def __init__(
+        self,
+        project_class: type[Project],
+        configs: list[ProjectConfig],
+        roots: list[str],
+        versions: list[str],
+    ) -> None:
+        self.project_class = project_class
+        self.configs = configs
+        self.roots = roots
+        self.versions = versions
+        self._projects: list[Project] | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What goes to the workers: the description, never loaded models or the lock.
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        state["_projects"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def setup(self, worker: Worker) -> None:
+        self.worker_address = str(worker.address)
+
+    def teardown(self, worker: Worker) -> None:
+        self._projects = None
+
+    def suggest(self, texts: list[str], ids: list[str | None]) -> list[sp.csr_matrix]:
+        """Each project's rows for the texts. One batch at a time per worker: the sources
+        are not known to be thread-safe (run one thread per worker process)."""
+        with self._lock:
+            if self._projects is None:
+                self._projects = self._load()
+            return [project.suggest(texts, ids) for project in self._projects]
+
+    def _load(self) -> list[Project]:
+        override = os.environ.get(WORKER_DATADIR_ENV)
+        projects = []
+        for config, root, version in zip(self.configs, self.roots, self.versions, strict=True):
+            project = self.project_class(config, DataDir(Path(override or root)))
+            pointer = project.datadir.current_pointer(project.project_id)
+            try:
+                here = pointer.read_text(encoding="utf-8").strip()
+            except OSError:
+                here = None
+            if here != version:
+                found = "no model" if here is None else f"model version {here}"
+                raise ModelError(
+                    f"Dask worker {getattr(self, 'worker_address', '?')} finds {found} of "
+                    f"project '{project.project_id}' in {project.datadir.root}, the client "
+                    f"version {version}: every worker must read the client's data directory "
+                    f"(a shared filesystem, or a copy at the same path or at "
+                    f"${WORKER_DATADIR_ENV})"
+                )
+            _ = project.model  # load it now, once
+            projects.append(project)
+        return projects
+
+
+def suggest_batch(plugin: str, texts: list[str], ids: list[str | None]) -> list[sp.csr_matrix]:
+    """The task: each project's rows for one batch, by the worker's loaded models."""
+    models = get_worker().plugins[plugin]
+    assert isinstance(models, SourceModels)
+    return models.suggest(texts, ids)
