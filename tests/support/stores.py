@@ -4,7 +4,9 @@ bit."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import lmdb
 import numpy as np
 import scipy.sparse as sp
 
@@ -26,3 +28,14 @@ def assert_same_rows(got: sp.csr_matrix, expected: sp.csr_matrix) -> None:
     assert np.array_equal(got.indptr, expected.indptr)
     assert np.array_equal(got.indices, expected.indices)
     assert got.data.tobytes() == expected.data.astype(np.float32).tobytes()
+
+
+def store_records(path: Path) -> dict[bytes, bytes]:
+    """Every record of the store's LMDB database, as stored: two stores of the same rows,
+    built in the same order, have the same records byte for byte."""
+    env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
+    try:
+        with env.begin() as txn:
+            return {bytes(key): bytes(value) for key, value in txn.cursor()}
+    finally:
+        env.close()

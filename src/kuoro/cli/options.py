@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -64,7 +65,9 @@ def open_engine(obj: Context, jobs: int, cluster: ClusterSpec | None) -> Engine:
         if obj.verbosity >= 0:
             click.echo(f"kuoro: {message}", err=True)
 
-    return DaskEngine(cluster, on_start=started)
+    # Dask's own messages only when they matter (-vv: all of them, for debugging).
+    level = logging.DEBUG if obj.verbosity > 1 else logging.WARNING
+    return DaskEngine(cluster, on_start=started, log_level=level)
 
 
 def _finite_threshold(ctx: click.Context, param: click.Parameter, value: float) -> float:

@@ -76,7 +76,8 @@ class DaskEngine(Engine):
     ``cluster``: ``local:N``, a scheduler address, or a :class:`ClusterSpec`. ``on_start``
     is told, once connected, where the scheduler and its dashboard are (default: the log).
     ``in_flight``: the most batches handed out at a time (default two per worker thread);
-    the client holds no more than these, whatever the corpus's size.
+    the client holds no more than these, whatever the corpus's size. ``log_level``: the level
+    of Dask's own loggers in this process (``distributed``, which logs at INFO), when given.
     """
 
     def __init__(
@@ -85,12 +86,14 @@ class DaskEngine(Engine):
         *,
         on_start: Callable[[str], None] | None = None,
         in_flight: int | None = None,
+        log_level: int | None = None,
     ) -> None:
         self.spec = cluster if isinstance(cluster, ClusterSpec) else parse_cluster(cluster)
         if in_flight is not None and in_flight < 1:
             raise ValueError(f"in_flight must be at least 1, not {in_flight}")
         self.on_start = on_start
         self.in_flight = in_flight
+        self.log_level = log_level
         self._session: DaskSession | None = None
 
     def __repr__(self) -> str:
@@ -108,7 +111,9 @@ class DaskEngine(Engine):
                     f"running on a Dask cluster needs Dask ({exc}); install it with: "
                     "pip install 'kuoro[dask]'"
                 ) from exc
-            self._session = DaskSession(self.spec, on_start=self.on_start)
+            self._session = DaskSession(
+                self.spec, on_start=self.on_start, log_level=self.log_level
+            )
         return self._session
 
     def suggest_all(

@@ -37,6 +37,7 @@ from kuoro.corpus.documents import Document
 from kuoro.errors import KuoroError, ModelError
 from kuoro.project.batch import BATCH_SIZE, ProjectRows, batches, document_ids, worker_configs
 from kuoro.project.datadir import DataDir
+from kuoro.util.wording import plural
 
 if TYPE_CHECKING:
     from distributed import Worker
@@ -58,7 +59,15 @@ class DaskSession:
     """A client of the cluster ``spec`` names (a LocalCluster it starts, or a running
     scheduler), the worker plugins it registered, and the batches it hands out."""
 
-    def __init__(self, spec: ClusterSpec, *, on_start: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        *,
+        on_start: Callable[[str], None] | None = None,
+        log_level: int | None = None,
+    ) -> None:
+        if log_level is not None:  # set once distributed is imported: its import sets them
+            logging.getLogger("distributed").setLevel(log_level)
         self.spec = spec
         self.token = uuid.uuid4().hex[:12]
         self.cluster: LocalCluster | None = None
@@ -101,8 +110,8 @@ class DaskSession:
             dashboard = f"dashboard {self.client.dashboard_link}"
         waiting = "" if workers else " (the documents wait until workers join)"
         return (
-            f"Dask {where} at {self.address}: {len(workers)} workers, {threads} threads"
-            f"{waiting}; {dashboard}"
+            f"Dask {where} at {self.address}: {plural(len(workers), 'worker')}, "
+            f"{plural(threads, 'thread')}{waiting}; {dashboard}"
         )
 
     # -- the stream of batches -------------------------------------------------------------
@@ -157,17 +166,15 @@ class DaskSession:
                 "a worker that runs out of memory is killed: each worker loads every source "
                 "model, so give the workers more memory or run fewer of them per host"
             ) from None
-        except (CancelledError, CommClosedError) as exc:
-            if self.client.status == "running":
-                raise
-            raise self._lost(exc) from None
-        except OSError as exc:
+        except (CancelledError, CommClosedError, OSError) as exc:
+            # The client cancels every future when it loses the scheduler; a result being
+            # fetched then fails on the closed connection.
             raise self._lost(exc) from None
         return rows
 
     def _lost(self, exc: BaseException) -> KuoroError:
         self.lost = True
-        if isinstance(exc, CancelledError):
+        if isinstance(exc, (CancelledError, CommClosedError)):
             reason = "the connection closed"
         else:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
