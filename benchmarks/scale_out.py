@@ -47,17 +47,21 @@ PROJECTS = "bench-tfidf,bench-omikuji,bench-fasttext,bench-lexical"
 
 
 class PeakRss:
-    """The peak RSS of this process and of each process below it, sampled in a thread."""
+    """The peak RSS and the CPU time of this process and of each process below it, sampled
+    in a thread, and the CPU time the whole machine spent meanwhile (to tell what other
+    processes took)."""
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.peaks: dict[int, int] = {}
-        self.names: dict[int, str] = {}
+        self.cpu: dict[int, float] = {}  # the latest CPU seconds seen of each process
         self.leaves: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> PeakRss:
+        self._machine = _busy_seconds()
+        self._started = time.perf_counter()
         self._thread.start()
         return self
 
@@ -65,6 +69,8 @@ class PeakRss:
         self._sample()
         self._stop.set()
         self._thread.join()
+        self.machine_seconds = _busy_seconds() - self._machine
+        self.wall = time.perf_counter() - self._started
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -75,6 +81,7 @@ class PeakRss:
         for process in [me, *me.children(recursive=True)]:
             try:
                 rss = process.memory_info().rss
+                times = process.cpu_times()
                 command = " ".join(process.cmdline())
                 leaf = not process.children()
             except psutil.Error:
@@ -82,16 +89,29 @@ class PeakRss:
             if "resource_tracker" in command:
                 continue  # multiprocessing's helper
             self.peaks[process.pid] = max(self.peaks.get(process.pid, 0), rss)
+            self.cpu[process.pid] = times.user + times.system
             if leaf and process.pid != me.pid:
                 self.leaves.add(process.pid)
 
     def client_mb(self) -> float:
         return self.peaks[os.getpid()] / 2**20
 
-    def workers_mb(self, pids: set[int] | None = None) -> list[float]:
-        """Each worker's peak: the given processes, else every process without children."""
-        chosen = self.leaves if pids is None else pids
-        return sorted((self.peaks[p] / 2**20 for p in chosen if p in self.peaks), reverse=True)
+    def workers(self, pids: set[int] | None = None) -> set[int]:
+        """The given worker processes, else every process without children."""
+        return {p for p in (self.leaves if pids is None else pids) if p in self.peaks}
+
+    def workers_mb(self, pids: set[int]) -> list[float]:
+        return sorted((self.peaks[p] / 2**20 for p in pids), reverse=True)
+
+    def other_cores(self) -> float:
+        """Cores busy on average with processes outside this tree while it ran."""
+        ours = sum(self.cpu.values())
+        return max(0.0, self.machine_seconds - ours) / self.wall
+
+
+def _busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def open_projects(project_ids: list[str], datadir: Path, projects_file: Path) -> list[Any]:
@@ -142,6 +162,7 @@ def child_build(
         seconds = time.perf_counter() - started
     if kind == "local" and workers == 1:
         worker_pids = set()  # the sources ran in the client
+    pids = peaks.workers(worker_pids)
     (first, first_docs), (last, documents) = marks[0], marks[-1]
     return {
         "run": run,
@@ -150,7 +171,10 @@ def child_build(
         "first_batch_s": first - started,
         "steady_docs_s": (documents - first_docs) / (last - first),
         "client_mb": peaks.client_mb(),
-        "workers_mb": peaks.workers_mb(worker_pids),
+        "workers_mb": peaks.workers_mb(pids),
+        "client_cpu_s": peaks.cpu[os.getpid()],
+        "workers_cpu_s": sum(peaks.cpu[p] for p in pids),
+        "other_cores": peaks.other_cores(),
     }
 
 
@@ -293,15 +317,18 @@ def main() -> None:
     )
     print(
         "| engine | wall s | first batch s | docs/s (whole run) | docs/s (steady) "
-        "| client peak RSS | worker peak RSS (each) |"
+        "| client peak RSS | worker peak RSS (each) | CPU s client / workers "
+        "| other processes' load |"
     )
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|")
     for r in results:
         workers = ", ".join(f"{mb:,.0f} MB" for mb in r["workers_mb"]) or "— (in the client)"
         print(
             f"| {engine_name(r['run'])} | {r['seconds']:.1f} | {r['first_batch_s']:.1f} "
             f"| {r['documents'] / r['seconds']:,.0f} | {r['steady_docs_s']:,.0f} "
-            f"| {r['client_mb']:,.0f} MB | {workers} |"
+            f"| {r['client_mb']:,.0f} MB | {workers} "
+            f"| {r['client_cpu_s']:.0f} / {r['workers_cpu_s']:.0f} "
+            f"| {r['other_cores']:.2f} cores |"
         )
     print()
     by_run = {r["run"]: r for r in results}

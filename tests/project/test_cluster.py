@@ -218,13 +218,13 @@ def test_the_batches_in_flight_are_bounded(workspace: Path, scheduler: str) -> N
             yield document
 
     ahead, yielded = [], 0
-    with DaskEngine(scheduler, in_flight=3) as engine:
+    with DaskEngine(scheduler, in_flight=3, partition=2) as engine:
         for batch, _ in engine.suggest_all(sources, counted()):
             ahead.append(pulled - yielded)
             yielded += len(batch)
     assert yielded == len(documents) == 1200
-    # The batch being yielded, two more out, and the one document read past them.
-    assert max(ahead) <= 3 * BATCH_SIZE + 1
+    # The partition being yielded and two more out, of 2 batches each.
+    assert max(ahead) == 3 * 2 * BATCH_SIZE
 
 
 class _Hooked(DaskEngine):

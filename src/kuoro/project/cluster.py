@@ -2,13 +2,14 @@
 
 ``DaskEngine("local:4")`` starts a ``LocalCluster`` of 4 worker processes on this machine;
 ``DaskEngine("tcp://host:8786")`` uses a running scheduler and its workers. Either way the
-documents go out in batches (one Dask task each), at most a few per worker thread at a time,
-and come back in corpus order with the same rows a :class:`~kuoro.project.batch.LocalEngine`
-gives. Each worker loads the projects' models once, from the data directory every worker
-reads at the client's path (or at ``$KUORO_WORKER_DATADIR`` on the worker's host), and keeps
-them until the engine is closed. A worker that dies has its batches run again elsewhere;
-losing the scheduler is an error of one line, and a rerun goes on where the output stopped
-(a store resumes after its last stored document, ``index`` keeps the files written).
+documents go out in ordered partitions of a few batches (one Dask task each), at most two
+per worker thread at a time, and come back in corpus order with the same rows a
+:class:`~kuoro.project.batch.LocalEngine` gives. Each worker loads the projects' models
+once, from the data directory every worker reads at the client's path (or at
+``$KUORO_WORKER_DATADIR`` on the worker's host), and keeps them until the engine is closed.
+A worker that dies has its partitions run again elsewhere; losing the scheduler is an error
+of one line, and a rerun goes on where the output stopped (a store resumes after its last
+stored document, ``index`` keeps the files written).
 
 Dask itself is imported when the engine first runs something (see ``dask_session``).
 """
@@ -75,8 +76,9 @@ class DaskEngine(Engine):
 
     ``cluster``: ``local:N``, a scheduler address, or a :class:`ClusterSpec`. ``on_start``
     is told, once connected, where the scheduler and its dashboard are (default: the log).
-    ``in_flight``: the most batches handed out at a time (default two per worker thread);
-    the client holds no more than these, whatever the corpus's size. ``log_level``: the level
+    ``partition``: batches (of ``batch_size`` documents) per task, default 4; ``in_flight``:
+    the most partitions handed out at a time (default two per worker thread): the client
+    holds no more than these, whatever the corpus's size. ``log_level``: the level
     of Dask's own loggers in this process (``distributed``, which logs at INFO), when given.
     """
 
@@ -86,11 +88,15 @@ class DaskEngine(Engine):
         *,
         on_start: Callable[[str], None] | None = None,
         in_flight: int | None = None,
+        partition: int = 4,
         log_level: int | None = None,
     ) -> None:
         self.spec = cluster if isinstance(cluster, ClusterSpec) else parse_cluster(cluster)
         if in_flight is not None and in_flight < 1:
             raise ValueError(f"in_flight must be at least 1, not {in_flight}")
+        if partition < 1:
+            raise ValueError(f"partition must be at least 1, not {partition}")
+        self.partition = partition
         self.on_start = on_start
         self.in_flight = in_flight
         self.log_level = log_level
@@ -111,9 +117,7 @@ class DaskEngine(Engine):
                     f"running on a Dask cluster needs Dask ({exc}); install it with: "
                     "pip install 'kuoro[dask]'"
                 ) from exc
-            self._session = DaskSession(
-                self.spec, on_start=self.on_start, log_level=self.log_level
-            )
+            self._session = DaskSession(self.spec, on_start=self.on_start, log_level=self.log_level)
         return self._session
 
     def suggest_all(
@@ -130,6 +134,7 @@ class DaskEngine(Engine):
             batch_size=batch_size,
             first_ordinal=first_ordinal,
             in_flight=self.in_flight,
+            partition=self.partition,
         )
 
     def close(self) -> None:

@@ -2,7 +2,7 @@
 ordered stream of batches through the cluster, and what runs on the workers.
 
 Imported only when a run uses a cluster (it imports ``distributed``), and on every worker,
-which unpickles :class:`SourceModels` and :func:`suggest_batch` from here.
+which unpickles :class:`SourceModels` and :func:`suggest_partition` from here.
 
 Each worker keeps the projects' models in a :class:`SourceModels` worker plugin, registered
 once per set of projects: the scheduler gives it to every worker, including one that joins or
@@ -24,8 +24,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from contextlib import contextmanager, nullcontext
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import scipy.sparse as sp
 from distributed import Client, Future, LocalCluster, WorkerPlugin, get_worker
@@ -50,9 +51,15 @@ log = logging.getLogger(__name__)
 # On a worker's host: the data directory to read instead of the client's path.
 WORKER_DATADIR_ENV = "KUORO_WORKER_DATADIR"
 
-# Batches in flight per worker thread: one running, one waiting, so that no worker idles
+# Partitions in flight per worker thread: one running, one waiting, so that no worker idles
 # while the client collects a result.
 _PER_THREAD = 2
+# Batches per task: a task costs the client and the scheduler a few milliseconds whatever it
+# holds, so that a partition of 4 batches (256 documents) makes that a small share of the
+# sources' time, and lets one client feed more workers.
+PARTITION_BATCHES = 4
+
+T = TypeVar("T")
 
 
 class DaskSession:
@@ -124,53 +131,58 @@ class DaskSession:
         batch_size: int = BATCH_SIZE,
         first_ordinal: int = 1,
         in_flight: int | None = None,
+        partition: int = PARTITION_BATCHES,
     ) -> Iterator[ProjectRows]:
-        """The batches of the documents with each project's rows, in corpus order; each
-        batch is a task, and at most ``in_flight`` are out at a time."""
+        """The batches of the documents with each project's rows, in corpus order. A task
+        takes a partition of ``partition`` batches (the worker suggests for each batch as a
+        local run does, so the rows are the same); at most ``in_flight`` partitions are out
+        at a time."""
         plugin = self._plugin_for(projects)
         window = in_flight or _PER_THREAD * max(1, sum(self.client.nthreads().values()))
-        pending: deque[tuple[list[Document], Future[list[sp.csr_matrix]]]] = deque()
+        pending: deque[tuple[list[list[Document]], Future[list[list[sp.csr_matrix]]]]]
+        pending = deque()
         ordinal = first_ordinal
         try:
-            for batch in batches(documents, batch_size):
-                texts, ids = [d.text for d in batch], document_ids(batch, ordinal)
-                ordinal += len(batch)
+            for part in batches_of(batches(documents, batch_size), partition):
+                work = []
+                for batch in part:
+                    work.append(([d.text for d in batch], document_ids(batch, ordinal)))
+                    ordinal += len(batch)
                 self._submitted += 1
                 future = self.client.submit(
-                    suggest_batch,
+                    suggest_partition,
                     plugin,
-                    texts,
-                    ids,
+                    work,
                     key=f"kuoro-suggest-{self.token}-{self._submitted}",
                     pure=False,
                 )
-                pending.append((batch, future))
+                pending.append((part, future))
                 if len(pending) >= window:
-                    done, first = pending.popleft()
-                    yield done, self._rows(first, done)
+                    yield from self._rows(*pending.popleft())
             while pending:
-                done, first = pending.popleft()
-                yield done, self._rows(first, done)
+                yield from self._rows(*pending.popleft())
         finally:
             if pending and self.client.status == "running":
                 self.client.cancel([future for _, future in pending])
 
     def _rows(
-        self, future: Future[list[sp.csr_matrix]], batch: list[Document]
-    ) -> list[sp.csr_matrix]:
+        self, part: list[list[Document]], future: Future[list[list[sp.csr_matrix]]]
+    ) -> Iterator[ProjectRows]:
+        """A partition's batches with their rows, once its task is done."""
         try:
-            rows: list[sp.csr_matrix] = future.result()
+            rows: list[list[sp.csr_matrix]] = future.result()
         except KilledWorker as exc:
+            documents = sum(map(len, part))
             raise KuoroError(
-                f"a batch of {len(batch)} documents killed the Dask workers that ran it ({exc}); "
-                "a worker that runs out of memory is killed: each worker loads every source "
-                "model, so give the workers more memory or run fewer of them per host"
+                f"a partition of {documents} documents killed the Dask workers that ran it "
+                f"({exc}); a worker that runs out of memory is killed: each worker loads every "
+                "source model, so give the workers more memory or run fewer of them per host"
             ) from None
         except (CancelledError, CommClosedError, OSError) as exc:
             # The client cancels every future when it loses the scheduler; a result being
             # fetched then fails on the closed connection.
             raise self._lost(exc) from None
-        return rows
+        yield from zip(part, rows, strict=True)
 
     def _lost(self, exc: BaseException) -> KuoroError:
         self.lost = True
@@ -321,8 +333,18 @@ class SourceModels(WorkerPlugin):
         return projects
 
 
-def suggest_batch(plugin: str, texts: list[str], ids: list[str | None]) -> list[sp.csr_matrix]:
-    """The task: each project's rows for one batch, by the worker's loaded models."""
+def suggest_partition(
+    plugin: str, work: list[tuple[list[str], list[str | None]]]
+) -> list[list[sp.csr_matrix]]:
+    """The task: each project's rows for each batch of a partition (texts and document ids),
+    by the worker's loaded models."""
     models = get_worker().plugins[plugin]
     assert isinstance(models, SourceModels)
-    return models.suggest(texts, ids)
+    return [models.suggest(texts, ids) for texts, ids in work]
+
+
+def batches_of(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """The items in lists of ``size`` (the last one shorter)."""
+    it = iter(items)
+    while part := list(islice(it, size)):
+        yield part
