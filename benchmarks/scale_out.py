@@ -226,6 +226,46 @@ def child_traffic(
     }
 
 
+def echo_rows(work: list[tuple[list[str], list[str | None]]], rows: Any) -> Any:
+    """A task that costs nothing but its transport: the partition's rows, made in advance."""
+    return rows
+
+
+def child_transport(store: Path, partitions: int, workers: int) -> dict[str, Any]:
+    """Dask's own ceiling: partitions of real texts out and real rows back through a
+    LocalCluster, the ordered window of the engine, no source work."""
+    from collections import deque
+
+    import distributed
+
+    from kuoro.project.batch import BATCH_SIZE
+    from kuoro.store.suggestion_store import SuggestionStore
+
+    with SuggestionStore.open(store) as source:
+        rows = [list(b.sources) for b in islice(source.batches(BATCH_SIZE), 4)]
+    texts = [(["Kirjastojen historia Suomessa 1900-luvulla"] * BATCH_SIZE, [None] * BATCH_SIZE)]
+    work = texts * 4
+    with (
+        distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, dashboard_address=":0", silence_logs=40
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        shipped = client.scatter(rows, broadcast=True)  # on every worker, sent once
+        window = 2 * workers
+        pending: deque[Any] = deque()
+        started = time.perf_counter()
+        for _ in range(partitions):
+            pending.append(client.submit(echo_rows, work, shipped, pure=False))
+            if len(pending) >= window:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+        seconds = time.perf_counter() - started
+    documents = partitions * 4 * BATCH_SIZE
+    return {"tasks_s": partitions / seconds, "docs_s": documents / seconds}
+
+
 def run_child(options: argparse.Namespace, *args: str) -> dict[str, Any]:
     """Run one step in a fresh interpreter; its last output line is its JSON result."""
     command = [sys.executable, __file__, "--datadir", str(options.datadir)]
@@ -286,6 +326,8 @@ def main() -> None:
             )
         elif step == "writer":
             result = child_writer(Path(rest[0]), Path(rest[1]))
+        elif step == "transport":
+            result = child_transport(Path(rest[0]), int(rest[1]), int(rest[2]))
         else:
             result = child_traffic(project_ids, datadir, projects_file, Path(rest[0]), int(rest[1]))
         print(json.dumps(result))
@@ -308,6 +350,9 @@ def main() -> None:
             args, "writer", str(work / f"{runs[0].replace(':', '-')}.store"), str(work / "w.store")
         )
         traffic = run_child(args, "traffic", str(corpus), str(args.traffic_documents))
+        transport = run_child(
+            args, "transport", str(work / f"{runs[0].replace(':', '-')}.store"), "300", "2"
+        )
         load_after = load()
 
     print(
@@ -350,6 +395,11 @@ def main() -> None:
         f"{writer['documents'] / writer['seconds']:,.0f} documents/s."
     )
     print(f"- The client reading the corpus alone: {traffic['read_docs_s']:,.0f} documents/s.")
+    print(
+        f"- Dask's transport alone (LocalCluster of 2 workers, partitions of 256 documents "
+        f"with their real rows coming back, no source work): {transport['tasks_s']:,.0f} "
+        f"tasks/s, {transport['docs_s']:,.0f} documents/s."
+    )
     print(
         f"- Network bytes per document (pickled, over {args.traffic_documents:,} documents): "
         f"{traffic['sent_bytes']:,.0f} out (text and id), {traffic['received_bytes']:,.0f} "

@@ -135,7 +135,10 @@ def test_a_store_built_on_a_cluster_is_byte_equal_to_a_local_one(
 @requires_dask
 @pytest.mark.integration
 def test_train_on_the_scheduler_of_the_environment_stores_the_same_rows(
-    workspace: Path, scheduler: str, monkeypatch: pytest.MonkeyPatch
+    workspace: Path,
+    scheduler: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The store of fusion.tsv, built by the workspace's (local) train.
     stores = (workspace / "data" / "stores").glob("*.store")
@@ -144,7 +147,12 @@ def test_train_on_the_scheduler_of_the_environment_stores_the_same_rows(
     monkeypatch.setenv("KUORO_DASK_SCHEDULER", scheduler)
     corpus = str(workspace / "fusion.tsv")
     assert main(kuoro(workspace, "train", "arch-mean", corpus, "--no-cached")) == 0
+    assert "kuoro: Dask cluster at" in capsys.readouterr().err
     assert store_records(store) == before
+    # A store that is reused starts no cluster and connects to none.
+    monkeypatch.setenv("KUORO_DASK_SCHEDULER", "local:2")
+    assert main(kuoro(workspace, "train", "arch-mean", corpus)) == 0
+    assert "Dask" not in capsys.readouterr().err
 
 
 @requires_shared_data
