@@ -295,6 +295,36 @@ def test_a_killed_worker_loses_nothing(workspace: Path, tmp_path: Path) -> None:
 @requires_shared_data
 @requires_dask
 @pytest.mark.integration
+def test_a_partition_that_kills_its_workers_is_one_line(workspace: Path) -> None:
+    import dask
+
+    sources = _sources(workspace)
+    documents = Corpus([workspace / "fusion.tsv"], sources[0].vocabulary, language="fi")
+
+    def kill_a_busy_worker(position: int) -> None:
+        if position == 300:
+            client = engine.session.client
+            wait_until(lambda: any(client.processing().values()))
+            worker = next(w for w, keys in client.processing().items() if keys)
+            os.kill(client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
+
+    # No retry: the first worker that dies running a partition fails it.
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        _Hooked("local:2", kill_a_busy_worker) as engine,
+        pytest.raises(KuoroError) as caught,
+    ):
+        for _ in engine.suggest_all(sources, documents):
+            pass
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("a partition of 256 documents killed the Dask worker that ran it")
+    assert "give the workers more memory" in message
+
+
+@requires_shared_data
+@requires_dask
+@pytest.mark.integration
 def test_a_lost_scheduler_is_one_line_and_the_rerun_resumes(
     workspace: Path, tmp_path: Path
 ) -> None:

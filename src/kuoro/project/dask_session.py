@@ -173,10 +173,13 @@ class DaskSession:
             rows: list[list[sp.csr_matrix]] = future.result()
         except KilledWorker as exc:
             documents = sum(map(len, part))
+            tried = exc.allowed_failures + 1
+            workers = "the Dask worker" if tried == 1 else f"all {tried} Dask workers"
             raise KuoroError(
-                f"a partition of {documents} documents killed the Dask workers that ran it "
-                f"({exc}); a worker that runs out of memory is killed: each worker loads every "
-                "source model, so give the workers more memory or run fewer of them per host"
+                f"a partition of {documents} documents killed {workers} that ran it, the "
+                f"last {exc.last_worker.address}; a worker that runs out of memory is killed: "
+                "each worker loads every source model, so give the workers more memory or run "
+                "fewer of them per host (their logs say more)"
             ) from None
         except (CancelledError, CommClosedError, OSError) as exc:
             # The client cancels every future when it loses the scheduler; a result being
