@@ -12,11 +12,15 @@ fresh interpreter: ``local:N`` is ``-j N`` (N = 1 runs the sources in the proces
 the store), ``dask:N`` a LocalCluster of N single-threaded worker processes
 (``--cluster local:N``). For each it prints the documents per second over the whole run
 (startup and loading the models included) and from the first stored batch on (the steady
-rate), and the peak RSS of the client (the process that reads the corpus and writes the
-store) and of each worker process, sampled every 0.2 s. Every store must be byte-equal to the
-first one. Then, measured alone: the single writer's rate (the rows of the store replayed from
-memory into a new store: what the one writer can absorb), the client's rate reading the corpus,
-and the bytes a document costs on the network (pickled batch of texts out, rows back).
+rate), the peak RSS of the client (the process that reads the corpus and writes the store;
+with a LocalCluster it holds the scheduler too) and of each worker process, sampled every
+0.2 s, their CPU seconds, and the cores that processes outside the benchmark kept busy
+meanwhile (on a shared machine). Every store must be byte-equal to the first one. Then,
+measured alone: the single writer's rate (the rows of the store replayed from memory into a
+new store: what the one writer can absorb), the client's rate reading the corpus, Dask's
+transport (partitions of 256 documents out and their real rows back through a LocalCluster of
+2 workers, no source work), and the bytes a document costs on the network (pickled batch of
+texts out, rows back).
 """
 
 from __future__ import annotations
