@@ -35,18 +35,19 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from kuoro.corpus.documents import Corpus, Document
 from kuoro.evaluation.evaluate import evaluate
 from kuoro.vocab.formats import read_vocabulary
 from kuoro.vocab.vocabulary import Vocabulary
+from sources import run  # a command's wall time, peak RSS and output
 
 from support.annif_server import ANNIF_VERSION, ensure_annif  # the tests' Annif installer
 
@@ -73,18 +74,6 @@ class Result:
     train_seconds: float
     peak_rss_mb: float
     docs_per_second: float
-
-
-def run(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a command: its wall seconds, its own peak RSS in MB and its output."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = process.stdout.read().decode("utf-8", "replace") if process.stdout else ""
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}\n{output[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, output
 
 
 def data_sets(names: list[str], train_lines: int, work: Path) -> list[DataSet]:

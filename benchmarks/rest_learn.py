@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,11 +35,13 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kuoro.config.projects import load_projects
 from kuoro.corpus.documents import Corpus
 from kuoro.evaluation.evaluate import evaluate, suggestion_batches
 from kuoro.project.datadir import DataDir
 from kuoro.project.project import Project
+from startup import free_port  # a free local port
 
 TOKEN = "benchmark-token"
 
@@ -63,13 +64,6 @@ def documents(path: Path, count: int) -> list[dict[str, Any]]:
         if len(found) == count:
             break
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def rest_learn(datadir: Path, projects_file: Path, project_id: str, body: list[Any]) -> float:

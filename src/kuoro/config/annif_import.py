@@ -21,15 +21,13 @@ else:
 
 import tomli_w
 
-from kuoro.config.backends import (
+from kuoro.config.annif_names import (
     ANNIF_BACKENDS,
     ANNIF_DROPPED_PARAMS,
     ANNIF_PARAM_NAMES,
     ANNIF_PARAM_UNITS,
-    BACKENDS,
-    ParamSpec,
-    show_value,
 )
+from kuoro.config.backends import BACKENDS, ParamSpec, show_value
 from kuoro.config.projects import ID_PATTERN, PROJECT_SETTINGS, parse_analyzer
 from kuoro.errors import ConfigError, NotFoundError
 

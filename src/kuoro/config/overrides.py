@@ -15,7 +15,8 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-from kuoro.config.backends import ANNIF_BACKENDS, BACKENDS, check_params
+from kuoro.config.annif_names import ANNIF_BACKENDS
+from kuoro.config.backends import BACKENDS, check_params
 from kuoro.config.projects import ProjectConfig
 from kuoro.errors import ConfigError
 

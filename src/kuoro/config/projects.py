@@ -19,8 +19,8 @@ else:
     import tomli as tomllib
 
 from kuoro.analyzers import analyzer_languages
+from kuoro.config.annif_names import ANNIF_BACKENDS
 from kuoro.config.backends import (
-    ANNIF_BACKENDS,
     BACKENDS,
     ParamSpec,
     check_params,

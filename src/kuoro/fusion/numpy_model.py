@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kuoro.errors import ModelError
+from kuoro.fusion.array_reader import ArrayReader, bad_model
 from kuoro.fusion.candidates import Candidates, feature_names
 from kuoro.util.atomic import atomic_write
 
@@ -70,84 +71,6 @@ def _keep_top_k(logits: np.ndarray, k: int) -> np.ndarray:
 # --- reading arrays with checks ---------------------------------------------------------------
 
 
-def _bad(detail: str) -> ModelError:
-    return ModelError(f"damaged or incompatible fusion model: {detail}")
-
-
-class _Reader:
-    """Takes arrays out of a mapping, checking dtype and shape; named sizes bind on first use."""
-
-    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self._arrays = arrays
-        self._unread = set(arrays)
-        self.sizes: dict[str, int] = {}
-        self._bound_by: dict[str, str] = {}  # size name → the array that set it
-
-    def _take(self, key: str, kinds: str, dims: tuple[str | int, ...]) -> np.ndarray:
-        if key not in self._arrays:
-            raise _bad(f"the array {key!r} is missing")
-        self._unread.discard(key)
-        array = np.asarray(self._arrays[key])
-        if array.dtype.kind not in kinds:
-            raise _bad(f"the array {key!r} holds {array.dtype}")
-        if array.ndim == len(dims):
-            for d, n in zip(dims, array.shape, strict=True):
-                if isinstance(d, str) and d not in self.sizes:
-                    self.bind(d, n, key)
-        expected = [self.sizes.get(d) if isinstance(d, str) else d for d in dims]
-        if list(array.shape) != expected:
-            spelled = ", ".join(
-                f"{d}={self.sizes.get(d, '?')}" if isinstance(d, str) else str(d) for d in dims
-            )
-            bound = {self._bound_by[d] for d in dims if isinstance(d, str) and d in self.sizes}
-            others = sorted(bound - {key})
-            agree = f" to agree with {', '.join(map(repr, others))}" if others else ""
-            raise _bad(f"the array {key!r} has shape {array.shape}, expected ({spelled}){agree}")
-        return array
-
-    def bind(self, name: str, size: int, key: str) -> None:
-        """Fix a named size, as given by the array ``key``."""
-        self.sizes[name], self._bound_by[name] = size, key
-
-    def floats(self, key: str, *dims: str | int) -> np.ndarray:
-        array = self._take(key, "f", dims).astype(np.float32, copy=False)
-        if not np.isfinite(array).all():
-            raise _bad(f"the array {key!r} holds NaN or infinite values")
-        return array
-
-    def indices(self, key: str, *dims: str | int, below: int) -> np.ndarray:
-        array = self._take(key, "iu", dims).astype(np.int64, copy=False)
-        if array.size and not (array.min() >= 0 and array.max() < below):
-            raise _bad(f"the array {key!r} holds values outside [0, {below})")
-        return array
-
-    def integer(self, key: str, low: int = 0, high: int | None = None) -> int:
-        value = int(self._take(key, "iu", ()))
-        if value < low or (high is not None and value > high):
-            raise _bad(f"{key} = {value}, outside [{low}, {'∞' if high is None else high}]")
-        return value
-
-    def number(self, key: str) -> float:
-        return float(self.floats(key))
-
-    def has(self, key: str) -> bool:
-        return key in self._arrays
-
-    def text(self, key: str) -> str:
-        return str(self._take(key, "U", ()))
-
-    def texts(self, key: str, *dims: str | int) -> list[str]:
-        return [str(t) for t in self._take(key, "U", dims)]
-
-    def finish(self) -> None:
-        """Refuse arrays no reader took: they are parts of a model this code cannot run."""
-        if self._unread:
-            raise _bad(f"unknown arrays {', '.join(sorted(self._unread))}")
-
-
-# --- the families: arrays and math, N members at once -----------------------------------------
-
-
 class Family:
     """One model family's arrays and forward pass; every output has the members first."""
 
@@ -179,7 +102,7 @@ class MeanFamily(Family):
         self.n_members, self.n_sources = weights.shape
 
     @classmethod
-    def read(cls, r: _Reader) -> MeanFamily:
+    def read(cls, r: ArrayReader) -> MeanFamily:
         return cls(r.floats("weights", MEMBERS, SOURCES))
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -208,7 +131,7 @@ class LinearFamily(Family):
         self.n_members, self.n_concepts, self.n_sources = source_weight.shape
 
     @classmethod
-    def read(cls, r: _Reader) -> LinearFamily:
+    def read(cls, r: ArrayReader) -> LinearFamily:
         return cls(
             r.number("output_scale"),
             r.floats("source_weight", MEMBERS, CONCEPTS, SOURCES),
@@ -279,14 +202,14 @@ class KuoroFamily(Family):
         self._widest = max(w.shape[1] for w, _ in mlp)
 
     @classmethod
-    def read(cls, r: _Reader) -> KuoroFamily:
+    def read(cls, r: ArrayReader) -> KuoroFamily:
         gate_prior = r.floats("gate_prior", MEMBERS, SOURCES)
         n_sources = r.sizes[SOURCES]
         columns = r.texts("feature_names", "features")
         expected = list(feature_names(n_sources))
         if columns != expected:
             differ = sorted(set(columns) ^ set(expected)) or ["their order"]
-            raise _bad(
+            raise bad_model(
                 f"the model reads other feature columns than this Kuoro computes "
                 f"(differing: {', '.join(differ[:5])})"
             )
@@ -438,18 +361,18 @@ class NumpyFusion:
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> NumpyFusion:
         """Check arrays from ``export_arrays`` (``kuoro.fusion.export``) or a file and build
         the model; ModelError names what is missing, malformed or unknown."""
-        r = _Reader(arrays)
+        r = ArrayReader(arrays)
         if "format" not in arrays or r.text("format") != FORMAT:
-            raise _bad(f"not a {FORMAT} model")
+            raise bad_model(f"not a {FORMAT} model")
         version = r.integer("format_version")
         if version != FORMAT_VERSION:
-            raise _bad(
+            raise bad_model(
                 f"format version {version}, but this Kuoro reads version {FORMAT_VERSION}; "
                 "train or export the model again"
             )
         name = r.text("family")
         if name not in _FAMILIES:
-            raise _bad(f"unknown family {name!r}; known: {', '.join(_FAMILIES)}")
+            raise bad_model(f"unknown family {name!r}; known: {', '.join(_FAMILIES)}")
         r.bind(MEMBERS, r.integer("n_members", low=1), "n_members")
         family = _FAMILIES[name].read(r)
         r.finish()
