@@ -101,6 +101,24 @@ def test_save_and_load_give_identical_suggestions(
     assert abs(before - after).max() < 1e-6
 
 
+def test_features_weigh_raw_counts_unless_sublinear_tf(
+    tmp_path: Path, trained: OmikujiSource, archaeology: Split
+) -> None:
+    vocabulary, train, _ = archaeology
+    text = "kivikautinen kivikautinen kivikautinen asuinpaikka"
+    assert trained.features_ is not None and not trained.features_.sublinear_tf
+    sublinear = OmikujiSource(vocabulary, trained.analyzer, sublinear_tf=True).fit(train, jobs=2)
+    assert sublinear.features_ is not None and sublinear.features_.sublinear_tf
+    raw, damped = trained.features_.transform([text]), sublinear.features_.transform([text])
+    # Three of one word and one of another: raw counts weigh the repeated word more.
+    assert raw.max() > damped.max()
+    # A model keeps the weighing it was trained with, whatever the project says now.
+    sublinear.save_state(tmp_path)
+    loaded = OmikujiSource(vocabulary, trained.analyzer)
+    loaded.load_state(tmp_path)
+    assert loaded.features_ is not None and loaded.features_.sublinear_tf
+
+
 @pytest.mark.parametrize(
     "name", ["omikuji/tree0.cbor", "omikuji/settings.json", "features.npz", "omikuji-state.json"]
 )

@@ -256,6 +256,12 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 ),
                 _MIN_DF,
                 _NGRAM_MAX,
+                _bool(
+                    "sublinear_tf",
+                    False,
+                    "use 1 + log(tf) instead of raw term counts (raw counts measured better "
+                    "for omikuji)",
+                ),
             ),
             _backend(
                 "fasttext",

@@ -37,7 +37,14 @@ _TAIL_BYTES = 1 << 16
 
 
 class OmikujiSource(Source):
-    """Omikuji tree-based extreme multi-label classifier over TF-IDF features."""
+    """Omikuji tree-based extreme multi-label classifier over TF-IDF features.
+
+    The features weigh raw term counts by default (``sublinear_tf = False``, as Annif's
+    omikuji does). Measured with 4 trainings each (Omikuji's training is random): on the first
+    100,000 finna.fi titles, tested on kirjastonhoitaja/test.tsv, nDCG@10 0.1363 ± 0.0075 with
+    1 + log(tf) against 0.1488 ± 0.0023 with raw counts (F1@5 0.0945 → 0.1022); on the
+    archaeology set 0.5091 → 0.5095 (F1@5 0.2221 → 0.2254).
+    """
 
     backend = "omikuji"
 
@@ -53,8 +60,10 @@ class OmikujiSource(Source):
         collapse_every_n_layers: int = 0,
         min_df: int = 1,
         ngram_max: int = 1,
+        sublinear_tf: bool = False,
     ) -> None:
         super().__init__(vocabulary, analyzer, top_k=top_k)
+        self.sublinear_tf = sublinear_tf
         self.cluster_balanced = cluster_balanced
         self.cluster_k = cluster_k
         self.max_depth = max_depth
@@ -69,7 +78,10 @@ class OmikujiSource(Source):
 
     def fit(self, corpus: Iterable[Document], *, jobs: int = 1, progress: bool = False) -> Source:
         features = TfidfFeatures(
-            self.analyzer, min_df=self.min_df, ngram_max=self.ngram_max, sublinear_tf=True
+            self.analyzer,
+            min_df=self.min_df,
+            ngram_max=self.ngram_max,
+            sublinear_tf=self.sublinear_tf,
         )
         rows, labels = fit_features(features, corpus, len(self.vocabulary), progress=progress)
         hyper = omikuji.Model.default_hyper_param()
