@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import inspect
 import itertools
@@ -13,15 +14,20 @@ import pytest
 import scipy.sparse as sp
 
 from kuoro.analyzers import make_analyzer
+from kuoro.cli import main
 from kuoro.config.backends import BACKENDS
+from kuoro.config.projects import load_projects
 from kuoro.corpus.documents import Corpus, Document
 from kuoro.errors import CorpusError, ModelError
+from kuoro.project.datadir import DataDir
 from kuoro.project.model_files import read_model, write_model
+from kuoro.project.project import Project
 from kuoro.sources.omikuji import OmikujiSource, write_training_file
 from kuoro.vocab.formats import read_vocabulary
 
 from support.data import SHARED_DATA, requires_shared_data
 from support.sources import Split, archaeology_split, hits_at
+from support.workspace import kuoro
 
 ARCHAEOLOGY = SHARED_DATA / "archaeology"
 YSO = SHARED_DATA / "yso-fi"
@@ -208,3 +214,36 @@ def test_yso_scale_with_finna_titles(tmp_path: Path) -> None:
     assert set(scores.indices.tolist()) <= trained_concepts
     # Measured 0.09: the titles' subject lists are samples, so most "misses" are not wrong.
     assert hits_at(scores, held_out, 10) >= 0.06
+
+
+def test_a_model_from_before_sublinear_tf_is_compared_as_it_was_trained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Omikuji weighed 1 + log(tf) before the parameter existed: a model of then, loaded under
+    the default now (raw counts), says that retraining would change it."""
+    (tmp_path / "projects.toml").write_text(
+        '[arch-omikuji]\nlanguage = "fi"\nvocab = "arch"\nbackend = "omikuji"\n'
+        'analyzer = "snowball(finnish)"\n',
+        encoding="utf-8",
+    )
+    lines = (ARCHAEOLOGY / "documents.tsv").read_text(encoding="utf-8").splitlines(True)
+    (tmp_path / "train.tsv").write_text("".join(lines[:1500]), encoding="utf-8")
+    ttl = str(ARCHAEOLOGY / "yso-archaeology.ttl")
+    assert main(kuoro(tmp_path, "load-vocab", "arch", ttl, "-l", "fi")) == 0
+    assert main(kuoro(tmp_path, "train", "arch-omikuji", str(tmp_path / "train.tsv"))) == 0
+    config = load_projects(tmp_path / "projects.toml")["arch-omikuji"]
+    data = DataDir(tmp_path / "data")
+    model_dir = data.root / "projects" / "arch-omikuji"
+    manifest_path = model_dir / (model_dir / "CURRENT").read_text().strip() / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    capsys.readouterr()
+    _ = Project(config, data).model
+    assert "changed since it was trained" not in capsys.readouterr().err
+    # The manifest of a model trained before the parameter existed has no sublinear_tf.
+    del manifest["params"]["sublinear_tf"]
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    _ = Project(config, data).model
+    assert "changed since it was trained (sublinear_tf True → False)" in capsys.readouterr().err
+    then = dataclasses.replace(config, params={**config.params, "sublinear_tf": True})
+    _ = Project(then, data).model
+    assert "changed since it was trained" not in capsys.readouterr().err

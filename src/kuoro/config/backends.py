@@ -472,6 +472,13 @@ def join_errors(errors: list[str]) -> str:
     )
 
 
+# How a model trained before a parameter existed behaves, where that differs from the
+# parameter's default now: such a model is compared with its configuration as trained so.
+BEHAVIOUR_BEFORE_PARAMETER: Mapping[str, Mapping[str, object]] = MappingProxyType(
+    {"omikuji": MappingProxyType({"sublinear_tf": True})}
+)
+
+
 def parameter_table() -> str:
     """Every backend's parameters as one Markdown table (the README's reference)."""
     lines = [

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import scipy.sparse as sp
 
 from kuoro.analyzers import Analyzer, make_analyzer
-from kuoro.config.backends import BACKENDS
+from kuoro.config.backends import BACKENDS, BEHAVIOUR_BEFORE_PARAMETER
 from kuoro.config.projects import (
     ProjectConfig,
     find_projects_file,
@@ -198,8 +198,10 @@ class Project:
             )
         specs = BACKENDS[self.config.backend].params
         trained_params = {
-            # A parameter added to Kuoro after this model was trained had its default then.
+            # A parameter added to Kuoro after this model was trained: its default, or what
+            # models did before it existed.
             **{k: spec.default for k, spec in specs.items() if not spec.required},
+            **BEHAVIOUR_BEFORE_PARAMETER.get(self.config.backend, {}),
             **manifest["params"],
         }
         changed = [
