@@ -24,12 +24,12 @@ Data sets:
   first 1,000 for testing and the rest for training.
 
 Prints one Markdown table per data set: per source pair nDCG@10, F1@5, training seconds, peak
-RSS and documents indexed per second, and the mean of the four on each side. Omikuji and
-fastText draw random numbers in training that neither tool seeds (Omikuji's clustering,
-fastText's threads): two trainings of Kuoro's omikuji with the same settings on the protocol's
-titles scored 0.1548 and 0.1300 nDCG@10. Those two are trained ``--repeats`` times on each
-side (default 3) and shown as mean ± standard deviation; tfidf, mllm and lexical are
-deterministic and trained once.
+RSS and documents indexed per second, and the mean of the four on each side. Omikuji's
+training draws random numbers that neither tool seeds (its clustering): two trainings of
+Kuoro's omikuji with the same settings on the protocol's titles scored 0.1548 and 0.1300
+nDCG@10. Omikuji and fastText (whose training on several threads is not reproducible in
+general) are trained ``--repeats`` times on each side (default 3) and shown as mean ± standard
+deviation; tfidf, mllm and lexical are deterministic and trained once.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ class DataSet:
     vocabulary: Vocabulary
 
 
-# Sources whose training draws random numbers without a seed one can set (Omikuji's clustering,
-# fastText's threads): their figures are the mean and spread of --repeats trainings.
+# Sources whose training is not reproducible (Omikuji's unseeded clustering, fastText on several
+# threads): their figures are the mean and spread of --repeats trainings.
 RANDOM = {"omikuji", "fasttext"}
 
 
@@ -243,8 +243,9 @@ def table(
     train = f"first {lines:,} finna.fi titles" if data.name == "protocol" else "5,404 texts"
     out = [
         f"### {data.name}: trained on {train}, tested on {len(data.test)} documents\n",
-        f"omikuji and fasttext: mean ± std of {repeats} trainings each (their training is "
-        "random, unseeded); the others train once (deterministic). Time, RSS, docs/s: means.\n",
+        f"omikuji and fasttext: mean ± std of {repeats} trainings each (their training is not "
+        "reproducible in general); the others train once (deterministic). Time, RSS, docs/s: "
+        "means.\n",
         "| Annif | Kuoro | nDCG@10 Annif | nDCG@10 Kuoro | F1@5 Annif | F1@5 Kuoro "
         "| train s Annif | train s Kuoro | peak RSS MB Annif | peak RSS MB Kuoro "
         "| index docs/s Annif | index docs/s Kuoro |",
