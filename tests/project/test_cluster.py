@@ -405,3 +405,18 @@ def test_an_unreachable_scheduler_is_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"kuoro: error: cannot reach the Dask scheduler at {address} (")
+
+
+def _trim_threshold() -> str | None:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+@requires_dask
+@pytest.mark.integration
+def test_local_workers_start_with_glibc_trim_threshold_raised() -> None:
+    from kuoro.project.dask_session import MALLOC_TRIM_THRESHOLD
+
+    with DaskEngine("local:1") as engine:
+        seen = engine.session.client.run(_trim_threshold)
+    # Set before each worker process started (Dask's own default is 65536).
+    assert list(seen.values()) == [str(MALLOC_TRIM_THRESHOLD)]

@@ -61,8 +61,9 @@ _PER_THREAD = 2
 PARTITION_BATCHES = 4
 # glibc returns freed memory to the system only above this size. Dask starts its workers with
 # 64 KiB, which made the sources' workers spend 7–14% more CPU than a local pool's processes;
-# with 32 MiB (glibc's own ceiling) Dask's overhead at 2 workers on 2 cores was 6.7% and 7.9%
-# of the steady rate in two runs over 30,000 titles, against 11.0% and 12.4% (scale_out.py).
+# with 32 MiB (glibc's own ceiling) Dask's overhead at 2 workers on 2 cores was 6.7–7.9% of the
+# steady rate over 30,000 titles (three runs), against 11.0% and 12.4%, and 5.9% over 100,000
+# (benchmarks/scale_out.py).
 MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
 _MALLOC_TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
