@@ -413,9 +413,14 @@ def _trim_threshold() -> str | None:
 
 @requires_dask
 @pytest.mark.integration
-def test_local_workers_start_with_glibc_trim_threshold_raised() -> None:
+def test_local_workers_start_with_glibc_trim_threshold_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from kuoro.project.dask_session import MALLOC_TRIM_THRESHOLD
 
+    # A value in the environment wins (Dask's rule); a LocalCluster started earlier in this
+    # process leaves Dask's default there, so the test starts from an environment without it.
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with DaskEngine("local:1") as engine:
         seen = engine.session.client.run(_trim_threshold)
     # Set before each worker process started (Dask's own default is 65536).

@@ -91,7 +91,8 @@ class DaskSession:
         self.lost = False  # the scheduler went away
         try:
             if spec.local_workers is not None:
-                # Read when each worker's nanny starts, and kept for the workers it restarts.
+                # Read when each worker's nanny starts, and kept for the workers it restarts;
+                # a MALLOC_TRIM_THRESHOLD_ already in the environment wins (Dask's rule).
                 trim = {_MALLOC_TRIM_KEY: MALLOC_TRIM_THRESHOLD}
                 with dask.config.set(trim):
                     self.cluster = LocalCluster(
