@@ -18,6 +18,7 @@ from kuoro.fusion.candidates import (
     candidate_recall,
     feature_names,
 )
+from kuoro.fusion.cooccurrence import MAX_SUBJECTS, SubjectCooccurrence
 
 
 def csr(rows: list[dict[int, float]], n_concepts: int) -> sp.csr_matrix:
@@ -81,12 +82,12 @@ def test_hand_built_batch_every_value() -> None:
         [0.3, 1, 1 / 3, lr[2], 0.5, 0.6, 1.2 / 4, 3 / 4],
         [0.5, 1, 1, lr[0], 1.0, 0.5, 0.5 / 4, 1 / 4],
     ]
-    #          agreement mean mean_present max union_size prior
+    #          agreement mean mean_present max union_size prior (co-occurrence: none, 0)
     expected_shared = [
-        [1.0, 0.55, 0.55, 0.8, 3 / 8, math.log(2) / math.log(8)],
-        [1.0, 0.5, 0.5, 0.6, 3 / 8, 1.0],
-        [0.5, 0.15, 0.3, 0.3, 3 / 8, 0.0],
-        [0.5, 0.25, 0.5, 0.5, 1 / 8, 2 / 3],
+        [1.0, 0.55, 0.55, 0.8, 3 / 8, math.log(2) / math.log(8), 0, 0, 0],
+        [1.0, 0.5, 0.5, 0.6, 3 / 8, 1.0, 0, 0, 0],
+        [0.5, 0.15, 0.3, 0.3, 3 / 8, 0.0, 0, 0, 0],
+        [0.5, 0.25, 0.5, 0.5, 1 / 8, 2 / 3, 0, 0, 0],
     ]
     expected = np.hstack([expected_s0, expected_s1, expected_shared])
     assert c.features.shape == (4, len(feature_names(2)))
@@ -95,7 +96,7 @@ def test_hand_built_batch_every_value() -> None:
     # When the prior counted these documents, each candidate's own label leaves its count:
     # concept 5 (gold in document 0) counts 6, concept 1 (gold in document 1) counts 2.
     counted = build_candidates([s0, s1], gold, prior, top_k=4, prior_counted_batch=True)
-    expected[:, -1] = [math.log(k) / math.log(8) for k in (2, 7, 1, 3)]
+    expected[:, -4] = [math.log(k) / math.log(8) for k in (2, 7, 1, 3)]
     np.testing.assert_allclose(counted.features, expected, rtol=1e-6, atol=1e-7)
 
     # Gold (0, 9) and (2, 3) are no candidates: they have no row, and recall counts them.
@@ -104,9 +105,14 @@ def test_hand_built_batch_every_value() -> None:
 
 
 def reference(
-    sources: list[sp.csr_matrix], gold: sp.csr_matrix, counts: np.ndarray, top_k: int
+    sources: list[sp.csr_matrix],
+    gold: sp.csr_matrix,
+    counts: np.ndarray,
+    top_k: int,
+    corpus: list[set[int]] | None = None,
 ) -> tuple[list[int], list[int], list[list[float]], list[float]]:
-    """One document and one candidate at a time, straight from the feature descriptions."""
+    """One document and one candidate at a time, straight from the feature descriptions;
+    ``corpus``: the subject sets the co-occurrence columns count (zeros without)."""
     n_docs = sources[0].shape[0]
     n_sources = len(sources)
     offsets, concepts, rows, labels = [0], [], [], []
@@ -148,12 +154,40 @@ def reference(
                 max(present_scores),
                 len(union) / (n_sources * top_k),
                 math.log1p(counts[concept] - (concept in gold_set)) / math.log1p(counts.max()),
+                *co_occurrence_reference(concept, union, lists, corpus),
             ]
             concepts.append(concept)
             rows.append(per_source + shared)
             labels.append(float(concept in gold_set))
         offsets.append(len(concepts))
     return offsets, concepts, rows, labels
+
+
+def co_occurrence_reference(
+    concept: int, union: list[int], lists: list[dict[int, float]], corpus: list[set[int]] | None
+) -> list[float]:
+    """implied, implied_lift and corpus_prior of one candidate, counted on ``corpus``."""
+    if corpus is None:
+        return [0.0, 0.0, 0.0]
+    kept = [subjects for subjects in corpus if 0 < len(subjects) <= MAX_SUBJECTS]
+    weighted = total = 0.0
+    for other in union:
+        if other == concept:
+            continue
+        weight = sum(suggested.get(other, 0.0) for suggested in lists) / len(lists)
+        with_other = [subjects for subjects in kept if other in subjects]
+        both = sum(concept in subjects for subjects in with_other)
+        weighted += weight * (both / len(with_other) if with_other else 0.0)
+        total += weight
+    implied = weighted / max(total, 1e-6)
+    frequency = {c: sum(c in subjects for subjects in kept) for c in set().union(*kept)}
+    frequency.setdefault(concept, 0)
+    marginal = max(frequency[concept] / len(kept), 0.5 / len(kept))
+    return [
+        implied,
+        math.log1p(implied / marginal) / 10,
+        math.log1p(frequency[concept]) / math.log1p(max(frequency.values())),
+    ]
 
 
 def random_batch(
@@ -187,8 +221,17 @@ def test_matches_per_document_reference(seed: int) -> None:
     # Gold counts of some training set that holds this batch.
     counts = rng.integers(0, 50, n_concepts) + np.bincount(gold.indices, minlength=n_concepts)
     prior = ConceptPrior.from_counts(counts)
-    c = build_candidates(sources, gold, prior, top_k=top_k, prior_counted_batch=True)
-    offsets, concepts, rows, labels = reference(sources, gold, counts, top_k)
+    # A corpus whose subject sets the co-occurrence columns count; sets over MAX_SUBJECTS are
+    # left out of it.
+    corpus = [
+        set(rng.choice(n_concepts, int(rng.integers(1, 5)), replace=False).tolist())
+        for _ in range(300)
+    ] + [set(range(MAX_SUBJECTS + 1))] * 3
+    table = SubjectCooccurrence.from_subject_sets(corpus, n_concepts)
+    c = build_candidates(
+        sources, gold, prior, top_k=top_k, prior_counted_batch=True, cooccurrence=table
+    )
+    offsets, concepts, rows, labels = reference(sources, gold, counts, top_k, corpus)
     assert c.doc_offsets.tolist() == offsets
     assert c.concepts.tolist() == concepts
     np.testing.assert_allclose(

@@ -254,7 +254,7 @@ def test_create_model_by_name() -> None:
         create_model("deep", n_concepts=10, n_sources=4)
     with pytest.raises(ValueError, match="no hyperparameter hidden_size"):
         create_model("linear", n_concepts=10, n_sources=4, hidden_size=8)
-    with pytest.raises(ValueError, match="38 features"):
+    with pytest.raises(ValueError, match=f"{N_FEATURES} features"):
         KuoroFusion(10, 3, N_FEATURES)
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from kuoro.errors import ModelError
 from kuoro.fusion import numpy_model as numpy_model_module
 from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates, feature_names
+from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.members import MemberEnsemble
 from kuoro.fusion.models import KuoroFusion, LinearFusion, MeanFusion
@@ -59,9 +60,14 @@ def candidates() -> Candidates:
         silence(sources[3], [6, *empty]),
     ]
     counts = np.bincount(np.concatenate(gold), minlength=N_CONCEPTS)
-    c = build_candidates(sources, None, ConceptPrior.from_counts(counts), top_k=50)
-    # The cases the tests are about are really in the data.
     names = feature_names(N_SOURCES)
+    # The co-occurrence columns are counted on the documents' own subjects.
+    table = SubjectCooccurrence.from_subject_sets(gold, N_CONCEPTS)
+    c = build_candidates(
+        sources, None, ConceptPrior.from_counts(counts), top_k=50, cooccurrence=table
+    )
+    assert (c.features[:, names.index("implied")] > 0).mean() > 0.1
+    # The cases the tests are about are really in the data.
     spoke = c.features[:, [names.index(f"s{s}_count") for s in range(N_SOURCES)]] > 0
     doc = c.documents()
     assert not spoke[doc < 6, 0].any() and spoke[doc < 6, 1:].all()
@@ -125,6 +131,7 @@ def torch_scores(model: nn.Module, c: Candidates) -> np.ndarray:
 @pytest.mark.parametrize("name", MODELS)
 def test_numpy_scores_equal_the_torch_scores(name: str, candidates: Candidates) -> None:
     make, scale = MODELS[name]
+    torch.manual_seed(0)  # the layers' own initialisation, whatever ran before
     model = with_random_parameters(make(), scale)
     expected = torch_scores(model, candidates)
     # A comparison of scores all near 0 or 1 would say little about the logits.
@@ -302,7 +309,7 @@ DAMAGE: dict[str, tuple[str, np.ndarray | None, str]] = {
     "wrong rank": ("shift", np.zeros((1, 1), np.float32), r"\(1, 1\), expected \(members=1\)"),
     "integers for floats": ("shift", np.zeros(1, np.int64), "'shift' holds int64"),
     "not finite": ("concept_bias", np.full((1, N_CONCEPTS), np.nan, np.float32), "NaN"),
-    "column out of range": ("gate_columns", np.arange(12) * 10, r"outside \[0, 38\)"),
+    "column out of range": ("gate_columns", np.arange(12) * 10, rf"outside \[0, {N_FEATURES}\)"),
     "top-k above the sources": ("gate_top_k", np.asarray(5), r"gate_top_k = 5, outside \[0, 4\]"),
     "newer format": ("format_version", np.asarray(2), "format version 2, .* reads version 1"),
     "unknown family": ("family", np.asarray("forest"), "unknown family 'forest'"),

@@ -203,6 +203,17 @@ _VALIDATION = ParamSpec(
     f"{MAX_VALIDATION_COUNT}, or the path of an existing corpus (relative to the projects "
     "file's folder)",
 )
+_COOCCURRENCE = ParamSpec(
+    "cooccurrence",
+    str,
+    "sources",
+    'which subjects go together, counted on a large corpus: "sources" (the subject sets '
+    'of the sources\' own training corpora, recorded when they were trained), "none", or '
+    "the path of a corpus to count them on",
+    accept=lambda value: isinstance(value, str) and value != "",
+    allowed='"sources", "none", or the path of an existing corpus (relative to the projects '
+    "file's folder)",
+)
 _SEED = _int(
     "seed",
     0,
@@ -395,6 +406,7 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                     "learn each concept's own trust in each source (a weight per concept and "
                     "source)",
                 ),
+                _COOCCURRENCE,
             ),
         )
     }

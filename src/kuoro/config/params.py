@@ -56,6 +56,7 @@ class KuoroParams(LinearParams):
     gate_top_k: int
     concept_l2: float
     concept_sources: bool
+    cooccurrence: str  # "sources", "none" or a corpus path
 
 
 FusionParams = MeanParams | LinearParams | KuoroParams

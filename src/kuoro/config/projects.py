@@ -311,6 +311,13 @@ def _project(project_id: str, table: Mapping[str, object], folder: Path) -> _Che
             params["validation"] = _existing_path(where, "validation", params["validation"], folder)
         except ConfigError as exc:
             errors.append(str(exc))
+    if params.get("cooccurrence") not in (None, "sources", "none"):
+        try:
+            params["cooccurrence"] = _existing_path(
+                where, "cooccurrence", params["cooccurrence"], folder, '"sources" or "none"'
+            )
+        except ConfigError as exc:
+            errors.append(str(exc))
     vocab = settings["vocab"] if isinstance(settings.get("vocab"), str) else None
     if errors:
         return _Checked(None, errors, refs, cast(str | None, vocab))
@@ -331,13 +338,15 @@ def _project(project_id: str, table: Mapping[str, object], folder: Path) -> _Che
     return _Checked(config, [], refs, config.vocab)
 
 
-def _existing_path(where: str, key: str, value: object, folder: Path) -> str:
+def _existing_path(
+    where: str, key: str, value: object, folder: Path, other: str = "a number"
+) -> str:
     """``value`` as an absolute path (a relative one taken from ``folder``, the projects file's
-    folder); ConfigError when nothing is there."""
+    folder); ConfigError when nothing is there (``other``: what else the value could be)."""
     path = Path(os.path.abspath(folder / str(value)))
     if not path.exists():
         raise ConfigError(
-            f"{where}: key '{key}': {show_value(value)} is not a number and no file or "
+            f"{where}: key '{key}': {show_value(value)} is not {other} and no file or "
             f"directory {path} exists (a relative path is taken from the folder of the "
             "projects file)"
         )

@@ -49,6 +49,7 @@ from kuoro.evaluation.search_results import (
 )
 from kuoro.fusion.fit import fit_fusion
 from kuoro.project.batch import Engine
+from kuoro.project.cooccurrence_files import table_for_training
 from kuoro.project.fusion_kind import FusionKind
 from kuoro.project.fusion_stores import training_context, training_stores
 from kuoro.training.callbacks import Callback
@@ -335,9 +336,10 @@ def run_hyperopt(
     if pruner is None:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
 
+    sources = _fusion(project).sources()
     stores = training_stores(
         project,
-        _fusion(project).sources(),
+        sources,
         corpus_paths,
         jobs=jobs,
         progress=progress,
@@ -346,6 +348,7 @@ def run_hyperopt(
     with stores as (store, held_out):
         study = _open_study(storage, project.project_id, seed, pruner)
         context = training_context(project, store, held_out, exclude=space)
+        table = table_for_training(project, sources, store.vocab_size)
         space = _prepare_study(study, project, space, context)
 
         def objective(trial: optuna.Trial) -> float:
@@ -360,6 +363,7 @@ def run_hyperopt(
                     device=device,
                     validation_store=held_out,
                     callbacks=[PruningCallback(trial, prune=not baseline), shown],
+                    cooccurrence=table,
                 )
             finally:
                 shown.close()

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from kuoro.fusion.cooccurrence import SubjectCooccurrence
+
 # Per source s, named "s{s}_{name}"; rank is 1 for the source's best (ties: lower concept id).
 SOURCE_FEATURES: dict[str, str] = {
     "score": "the source's raw score for the candidate, 0 when it did not suggest it",
@@ -36,6 +38,10 @@ CANDIDATE_FEATURES: dict[str, str] = {
     "max": "the highest score any source gave the candidate",
     "union_size": "the number of candidates in this document / (S * top_k)",
     "prior": "log1p(the concept's gold count in training) / log1p(largest count), 0 without",
+    "implied": "Σ over the document's other candidates j of mean_j · P(c | j) / Σ mean_j, with "
+    "P(c | j) counted on a large corpus (``SubjectCooccurrence``); 0 without the table",
+    "implied_lift": "log1p(implied / P(c)) / 10: how much more likely the others make c",
+    "corpus_prior": "log1p(the concept's document count in that corpus) / log1p(largest)",
 }
 
 
@@ -128,12 +134,15 @@ def build_candidates(
     *,
     top_k: int = 100,
     prior_counted_batch: bool = False,
+    cooccurrence: SubjectCooccurrence | None = None,
 ) -> Candidates:
     """Candidates and features of a batch: one (n_docs × V) CSR per source, optional gold.
 
     ``prior_counted_batch``: the prior's counts include this batch's gold (training
     documents). Each candidate's own label is then left out of its count, so that the
     feature says what it says for an unseen document instead of leaking the label.
+    ``cooccurrence``: the table behind the ``implied``, ``implied_lift`` and
+    ``corpus_prior`` columns (0 without it).
     """
     if not sources:
         raise ValueError("build_candidates needs at least one source")
@@ -193,6 +202,15 @@ def build_candidates(
     labels = None if gold is None else _gold_mask(union, gold, n_concepts).astype(np.float32)
     if prior is not None:
         shared[:, 5] = prior.feature(concepts, labels if prior_counted_batch else None)
+    if cooccurrence is not None:
+        if cooccurrence.n_concepts != n_concepts:
+            raise ValueError(
+                f"co-occurrence table has {cooccurrence.n_concepts} concepts, "
+                f"the sources {n_concepts}"
+            )
+        shared[:, 6], shared[:, 7], shared[:, 8] = cooccurrence.features(
+            doc, concepts, total / n_sources, n_docs
+        )
     return Candidates(doc_offsets, concepts, scores, features, labels)
 
 

@@ -7,8 +7,7 @@ trained on), and runs the Trainer. ``mean`` trains nothing but is still scored o
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,9 @@ from torch import Tensor, nn
 
 from kuoro.config.params import FusionParams, KuoroParams, LinearParams
 from kuoro.errors import KuoroError
-from kuoro.fusion.candidates import ConceptPrior, build_candidates
+from kuoro.fusion.batches import CandidateSource, Epochs, StorePart, candidate_batches
+from kuoro.fusion.candidates import ConceptPrior
+from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.fusion.losses import loss_by_name, training_objective
 from kuoro.fusion.members import MemberEnsemble
 from kuoro.fusion.models import (
@@ -28,8 +29,8 @@ from kuoro.fusion.models import (
     create_model,
     make_optimizers,
 )
-from kuoro.fusion.tensors import CandidateBatch, to_batch
-from kuoro.store.suggestion_store import StoreBatch, SuggestionStore
+from kuoro.fusion.tensors import CandidateBatch
+from kuoro.store.suggestion_store import SuggestionStore
 from kuoro.training import EarlyStopping, History, NDCGAtK, ProgressBar, Trainer
 from kuoro.training.callbacks import CHECKPOINT_STATE, Callback, Checkpoint
 
@@ -82,96 +83,6 @@ def split_positions(
     held_out = min(wanted, n_documents // 2)
     order = np.random.default_rng(seed).permutation(n_documents)
     return np.sort(order[held_out:]), np.sort(order[:held_out])
-
-
-def candidate_batches(
-    store: SuggestionStore,
-    positions: np.ndarray,
-    batch_size: int,
-    prior: ConceptPrior,
-    *,
-    training: bool,
-    shuffle: bool = False,
-    seed: int = 0,
-) -> Iterator[CandidateBatch]:
-    """The documents at ``positions`` as candidate batches.
-
-    ``training``: the prior counts these documents' gold, so each candidate's own label is left
-    out of its prior feature (see ``build_candidates``).
-    """
-    for part in store.batches(batch_size, shuffle=shuffle, seed=seed, positions=positions):
-        yield _to_candidates(part, prior, store.top_k, training=training)
-
-
-def _to_candidates(
-    part: StoreBatch, prior: ConceptPrior, top_k: int, *, training: bool
-) -> CandidateBatch:
-    candidates = build_candidates(
-        part.sources, part.gold, prior, top_k=top_k, prior_counted_batch=training
-    )
-    return to_batch(candidates, np.diff(part.gold.indptr))
-
-
-@dataclass(frozen=True)
-class StorePart:
-    """Some documents of a store: those at ``positions``."""
-
-    store: SuggestionStore
-    positions: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-
-class _Epoch:
-    """One epoch's training batches from one or more store parts, shuffled with
-    ``seed + epoch`` (so a resumed run repeats) and interleaved at random between parts."""
-
-    def __init__(
-        self,
-        parts: Sequence[StorePart],
-        batch_size: int,
-        prior: ConceptPrior,
-        seed: int,
-        device: torch.device,
-    ) -> None:
-        self.parts = [part for part in parts if len(part)]
-        self.batch_size, self.prior, self.seed, self.device = batch_size, prior, seed, device
-
-    def _lengths(self) -> list[int]:
-        return [math.ceil(len(part) / self.batch_size) for part in self.parts]
-
-    def __len__(self) -> int:
-        return sum(self._lengths())
-
-    def __iter__(self) -> Iterator[CandidateBatch]:
-        streams = [
-            candidate_batches(
-                part.store,
-                part.positions,
-                self.batch_size,
-                self.prior,
-                training=True,
-                shuffle=True,
-                seed=self.seed,
-            )
-            for part in self.parts
-        ]
-        order = np.repeat(np.arange(len(streams)), self._lengths())
-        np.random.default_rng(self.seed).shuffle(order)
-        learnt_from = 0
-        for index in order:
-            batch = next(streams[index])
-            # Documents no source suggested anything for have no candidates to learn from.
-            if batch.n_candidates:
-                learnt_from += batch.n_docs
-                yield batch.to(self.device)
-        if not learnt_from:
-            raise KuoroError(
-                f"the sources suggested nothing for any of the {sum(map(len, self.parts))} "
-                "training documents: there is nothing to learn from (are the sources trained "
-                "for this vocabulary and language?)"
-            )
 
 
 def gold_counts(part: StorePart) -> np.ndarray:
@@ -238,6 +149,7 @@ def fit_fusion(
     history_path: Path | None = None,
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: Path | None = None,
+    cooccurrence: SubjectCooccurrence | None = None,
 ) -> tuple[nn.Module, FitInfo]:
     """Train a fusion model of the parameters' family on the store's documents (seeded with
     ``params.seed``); the model is on the CPU.
@@ -247,6 +159,7 @@ def fit_fusion(
     ``callbacks`` run after the built-in ones (early stopping, history, progress bar).
     ``checkpoint_dir``: every epoch is saved there, and a run it holds is resumed (the caller
     makes sure it is a run of the same data and parameters).
+    ``cooccurrence``: the subject co-occurrence table the candidates' features read.
     """
     if len(store) == 0:
         raise KuoroError(f"the suggestion store {store.path} holds no documents to train on")
@@ -273,6 +186,7 @@ def fit_fusion(
         history_path=history_path,
         callbacks=callbacks,
         checkpoint_dir=checkpoint_dir,
+        cooccurrence=cooccurrence,
     )
 
 
@@ -290,24 +204,25 @@ def train_fusion_model(
     callbacks: Sequence[Callback] = (),
     must_improve: bool = False,
     checkpoint_dir: Path | None = None,
+    cooccurrence: SubjectCooccurrence | None = None,
 ) -> tuple[nn.Module, FitInfo]:
     """Train ``model`` (fresh or already trained) on the ``train`` parts; it ends on the CPU.
 
     ``held_out`` documents choose the epoch to keep; ``prior_counts`` is the concept prior the
     model reads, counted on the training documents. ``must_improve``: the model as given is
     scored first, and kept unless an epoch beats it on the held-out documents (``learn``).
-    ``checkpoint_dir``: as in ``fit_fusion``.
+    ``checkpoint_dir`` and ``cooccurrence``: as in ``fit_fusion``.
     """
     if not prior_counts.any():
         raise KuoroError(
             f"none of the {sum(len(part) for part in train)} training documents has a subject "
             "in the vocabulary: there is nothing to learn from"
         )
-    prior = ConceptPrior.from_counts(prior_counts)
+    source = CandidateSource(ConceptPrior.from_counts(prior_counts), cooccurrence)
     target = torch.device(_device(device))
     val_batches = [
         b.to(target)
-        for b in candidate_batches(held_out.store, held_out.positions, 256, prior, training=False)
+        for b in candidate_batches(held_out.store, held_out.positions, 256, source, training=False)
     ]
     if val_batches and not any(bool(b.n_gold.any()) for b in val_batches if b.n_gold is not None):
         raise KuoroError(
@@ -331,8 +246,9 @@ def train_fusion_model(
             callbacks,
             baseline=baseline,
         )
+        epochs_of = Epochs(train, params.batch_size, source, seed, target)
         state = trainer.fit(
-            lambda epoch: _Epoch(train, params.batch_size, prior, seed + epoch, target),
+            epochs_of.epoch,
             val_batches or None,
             max_epochs=params.max_epochs,
             resume_from=checkpoint_dir if resume else None,

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates
+from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.sources.base import Suggester
 
@@ -57,6 +58,7 @@ class FusionPredictor:
         n_concepts: int,
         top_k: int,
         keep: int = 100,
+        cooccurrence: SubjectCooccurrence | None = None,
     ) -> None:
         self.sources = list(sources)
         self.model = model if isinstance(model, NumpyFusion) else model.eval()
@@ -64,6 +66,7 @@ class FusionPredictor:
         self.n_concepts = n_concepts
         self.top_k = top_k
         self.keep = keep
+        self.cooccurrence = cooccurrence
 
     def source_rows(
         self, texts: Sequence[str], document_ids: Sequence[str | None] | None = None
@@ -84,7 +87,7 @@ class FusionPredictor:
     def fuse(self, rows: Sequence[sp.csr_matrix]) -> sp.csr_matrix:
         """The fused suggestions for the sources' rows of a batch of documents."""
         n = rows[0].shape[0] if rows else 0
-        candidates = build_candidates(rows, None, self.prior, top_k=self.top_k)
+        candidates = self.candidates(rows)
         return top_rows(
             candidates.documents(),
             candidates.concepts,
@@ -92,6 +95,12 @@ class FusionPredictor:
             n,
             self.n_concepts,
             self.keep,
+        )
+
+    def candidates(self, rows: Sequence[sp.csr_matrix]) -> Candidates:
+        """The candidates and features of the sources' rows, as the model was trained on."""
+        return build_candidates(
+            rows, None, self.prior, top_k=self.top_k, cooccurrence=self.cooccurrence
         )
 
     def candidate_scores(self, candidates: Candidates) -> np.ndarray:

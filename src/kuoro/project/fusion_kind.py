@@ -15,6 +15,7 @@ from kuoro.fusion.candidates import ConceptPrior
 from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.predictor import FusionPredictor
 from kuoro.project.batch import Engine
+from kuoro.project.cooccurrence_files import load_table
 from kuoro.project.fusion_files import NUMPY, fusion_engine, load_prior, trained_sources
 from kuoro.project.results import TrainingSummary
 
@@ -106,6 +107,7 @@ class FusionKind:
             ConceptPrior.from_counts(load_prior(project, version_dir, n_concepts)),
             n_concepts=n_concepts,
             top_k=int(spec["top_k"]),
+            cooccurrence=load_table(version_dir, n_concepts),
         )
 
     def changes_since_training(self, manifest: Mapping[str, Any]) -> list[str]:

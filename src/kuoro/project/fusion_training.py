@@ -34,10 +34,11 @@ from torch import nn
 
 from kuoro.config.params import KuoroParams, LinearParams, fusion_params
 from kuoro.errors import KuoroError, ModelError
+from kuoro.fusion.batches import StorePart
+from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.fit import (
     FitInfo,
-    StorePart,
     build_model,
     fit_fusion,
     gold_counts,
@@ -46,6 +47,7 @@ from kuoro.fusion.fit import (
 )
 from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.project.batch import Engine
+from kuoro.project.cooccurrence_files import COOCCURRENCE, load_table, table_for_training
 from kuoro.project.fusion_files import (
     HISTORY,
     NUMPY,
@@ -111,6 +113,7 @@ def train_fusion(
         checkpoints = None
         if project.config.backend != "mean":  # which trains nothing
             checkpoints = checkpoint_dir(project, store, held_out, resume=cached)
+        table = table_for_training(project, sources, store.vocab_size)
 
         def fit() -> tuple[nn.Module, FitInfo]:
             return fit_fusion(
@@ -122,6 +125,7 @@ def train_fusion(
                 validation_store=held_out,
                 history_path=scratch / HISTORY,
                 checkpoint_dir=checkpoints,
+                cooccurrence=table,
             )
 
         try:
@@ -138,9 +142,10 @@ def train_fusion(
             "store": store.path.relative_to(project.datadir.root).as_posix(),
             "store_fingerprints": store.fingerprints,
             "separate_validation": held_out is not None,
+            "cooccurrence_documents": 0 if table is None else table.documents,
             **info.summary(),
         }
-        summary = _save(project, sources, model, info, training, scratch, started, store)
+        summary = _save(project, sources, model, info, training, scratch, started, store, table)
     if checkpoints is not None:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return summary
@@ -168,6 +173,7 @@ def learn_fusion(
     version_dir, manifest = read_model(project.model_dir, pid, "fusion")
     model = load_torch_model(project, version_dir, manifest)
     prior_counts = load_prior(project, version_dir, int(manifest["model"]["n_concepts"]))
+    table = load_table(version_dir, int(manifest["model"]["n_concepts"]))
     sources = trained_sources(project, manifest)
     params = project.config.fusion_params()
     seed = params.seed
@@ -230,6 +236,7 @@ def learn_fusion(
             device=device,
             history_path=scratch / HISTORY,
             must_improve=True,
+            cooccurrence=table,
         )
         training = dict(manifest["training"])
         training["learnt"] = [
@@ -245,7 +252,7 @@ def learn_fusion(
         if original is None:
             # Later learns cannot replay a store this model no longer matches.
             training["store_fingerprints"] = None
-        summary = _save(project, sources, model, info, training, scratch, started, new)
+        summary = _save(project, sources, model, info, training, scratch, started, new, table)
     if info.best_epoch == 0:
         log.warning(
             "no epoch beat the model learning started from on the held-out documents "
@@ -293,6 +300,7 @@ def _save(
     scratch: Path,
     started: float,
     store: SuggestionStore,
+    table: SubjectCooccurrence | None,
 ) -> TrainingSummary:
     """Save the model as the project's new current version; ``store``: what it learnt from."""
     seconds = time.perf_counter() - started
@@ -334,6 +342,8 @@ def _save(
         # What suggesting reads: the same model as numpy arrays, so that it needs no torch.
         NumpyFusion.from_arrays(export_arrays(model)).save(directory / NUMPY)
         np.savez(directory / PRIOR, counts=info.prior_counts)
+        if table is not None:
+            table.save(directory / COOCCURRENCE)
         np.savez(
             directory / SPLIT, train=info.train_positions, validation=info.validation_positions
         )

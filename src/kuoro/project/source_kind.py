@@ -13,6 +13,7 @@ from kuoro.config.projects import parse_analyzer
 from kuoro.corpus.documents import Corpus
 from kuoro.errors import KuoroError, ModelError
 from kuoro.project.batch import Engine
+from kuoro.project.cooccurrence_files import COOCCURRENCE, count_corpus
 from kuoro.project.model_files import write_model
 from kuoro.project.results import TrainingSummary
 from kuoro.sources.base import Source
@@ -63,6 +64,9 @@ class SourceKind:
             log.info("training %s on %s", project.project_id, ", ".join(map(str, corpus_paths)))
         source.fit(corpus, jobs=jobs, progress=progress)
         seconds = time.perf_counter() - started
+        # Which subjects go together in the corpus: what a fusion model over this source
+        # learns from (its own training documents are far fewer).
+        table = count_corpus(project, corpus_paths)
         metadata = {
             "project_id": project.project_id,
             "kind": self.name,
@@ -83,7 +87,12 @@ class SourceKind:
             },
             "libraries": source.library_versions(),
         }
-        model_dir = write_model(project.model_dir, metadata, source.save_state)
+
+        def save(directory: Path) -> None:
+            source.save_state(directory)
+            table.save(directory / COOCCURRENCE)
+
+        model_dir = write_model(project.model_dir, metadata, save)
         project.forget_model()
         return TrainingSummary(corpus.report.documents, seconds, model_dir, None)
 

@@ -28,7 +28,6 @@ from kuoro.evaluation.hyperopt import SEARCH_SPACES
 from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.evaluation.optimize import GridAccumulator
 from kuoro.evaluation.search_results import HyperoptResult, default_storage, load_search
-from kuoro.fusion.candidates import build_candidates
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.predictor import FusionPredictor, top_rows
@@ -226,7 +225,7 @@ def _fuse(
     base = predictor.n_concepts
     cut = [sp.csr_matrix(r)[:, :base] for r in rows]
     n = cut[0].shape[0]
-    candidates = build_candidates(cut, None, predictor.prior, top_k=predictor.top_k)
+    candidates = predictor.candidates(cut)
     documents = candidates.documents()
     scores = predictor.candidate_scores(candidates)
     fused = top_rows(documents, candidates.concepts, scores, n, base, predictor.keep)
