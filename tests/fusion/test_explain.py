@@ -44,7 +44,9 @@ def synthetic() -> tuple[Candidates, ConceptPrior]:
 
 
 @pytest.fixture(scope="module", params=["synthetic", "random"])
-def candidates(request: pytest.FixtureRequest, synthetic: tuple[Candidates, ConceptPrior]) -> Candidates:
+def candidates(
+    request: pytest.FixtureRequest, synthetic: tuple[Candidates, ConceptPrior]
+) -> Candidates:
     built, prior = synthetic
     return built if request.param == "synthetic" else random_candidates(prior)
 
@@ -102,20 +104,29 @@ def test_source_weights_and_shares(name: str, candidates: Candidates) -> None:
         # A gate per document: the weights of a candidate's sources sum to 1, and a source
         # that said nothing for the document has none.
         np.testing.assert_allclose(parts.weight.sum(-1)[:, candidates.scores.any(-1)], 1, atol=1e-9)
-        np.testing.assert_allclose(parts.terms["mean_logit"], np.log(
-            np.clip(parts.weighted_mean, 1e-6, 1 - 1e-6) / (1 - np.clip(parts.weighted_mean, 1e-6, 1 - 1e-6))
-        ), atol=1e-6)
+        np.testing.assert_allclose(
+            parts.terms["mean_logit"],
+            np.log(
+                np.clip(parts.weighted_mean, 1e-6, 1 - 1e-6)
+                / (1 - np.clip(parts.weighted_mean, 1e-6, 1 - 1e-6))
+            ),
+            atol=1e-6,
+        )
         if "top-" in name:
             k = int(name.split("top-")[1][0])
             assert ((parts.weight > 0).sum(-1) <= k).all()
         if parts.trust is not None:
-            np.testing.assert_allclose(parts.trust.sum(-1), parts.terms["concept_trust"], atol=1e-12)
+            np.testing.assert_allclose(
+                parts.trust.sum(-1), parts.terms["concept_trust"], atol=1e-12
+            )
     if family == "linear":
         np.testing.assert_allclose(parts.share.sum(-1), parts.terms["sources"], atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["mean", "linear", "kuoro, gate top-2", "kuoro, 4 members"])
-def test_records_of_chosen_candidates(name: str, synthetic: tuple[Candidates, ConceptPrior]) -> None:
+def test_records_of_chosen_candidates(
+    name: str, synthetic: tuple[Candidates, ConceptPrior]
+) -> None:
     candidates, _ = synthetic
     model = numpy_model(name)
     served = model.predict_scores(candidates)
@@ -147,7 +158,9 @@ def test_records_of_chosen_candidates(name: str, synthetic: tuple[Candidates, Co
                 assert sum(member["parts"].values()) == pytest.approx(member["value"], abs=EXACT)
             # Averaged parts add up to the mean value; the score is the members' mean score.
             assert np.mean([m["value"] for m in members]) == pytest.approx(record["value"])
-            assert np.mean([m["score"] for m in members]) == pytest.approx(record["score"], abs=1e-6)
+            assert np.mean([m["score"] for m in members]) == pytest.approx(
+                record["score"], abs=1e-6
+            )
             # ... which is not the transform of the mean value: the members differ.
             assert abs(sigmoid(np.array(record["value"])) - record["score"]) > 1e-6
         else:
@@ -176,7 +189,9 @@ def test_ranks_are_the_sources_own(synthetic: tuple[Candidates, ConceptPrior]) -
 def test_the_text_of_an_explanation(synthetic: tuple[Candidates, ConceptPrior]) -> None:
     candidates, _ = synthetic
     model = numpy_model("kuoro, 4 members")
-    record = explain_candidates(model, candidates, [100], model.predict_scores(candidates), NAMES)[0]
+    record = explain_candidates(model, candidates, [100], model.predict_scores(candidates), NAMES)[
+        0
+    ]
     lines = explanation_lines(record)
     text = "\n".join(lines)
     assert lines[0].split() == ["source", "score", "rank", "weight", "share", "trust"]

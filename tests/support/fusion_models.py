@@ -47,7 +47,9 @@ def synthetic_candidates(n_docs: int = 40, seed: int = 7) -> tuple[Candidates, C
     sources (source 0 says nothing for documents 0-5, only source 2 speaks for document 6,
     documents 7 and the last have no candidates), and the prior they were built with."""
     synthetic = load_benchmark("synthetic")
-    gold, sources = next(synthetic.generate(N_CONCEPTS, n_docs, chunk_size=n_docs, top_k=50, seed=seed))
+    gold, sources = next(
+        synthetic.generate(N_CONCEPTS, n_docs, chunk_size=n_docs, top_k=50, seed=seed)
+    )
     empty = [7, n_docs - 1]
     sources = [
         _silence(sources[0], [0, 1, 2, 3, 4, 5, 6, *empty]),
@@ -59,9 +61,7 @@ def synthetic_candidates(n_docs: int = 40, seed: int = 7) -> tuple[Candidates, C
     return build_candidates(sources, None, prior, top_k=50), prior
 
 
-def random_candidates(
-    prior: ConceptPrior, n_docs: int = 30, seed: int = 0
-) -> Candidates:
+def random_candidates(prior: ConceptPrior, n_docs: int = 30, seed: int = 0) -> Candidates:
     """Random candidates shaped as ``build_candidates`` shapes them: each document's columns
     (every source's top, mass and count) the same on all its rows, a source absent (score 0,
     count 0 for the document) now and then, the prior column from ``prior``."""
@@ -78,7 +78,7 @@ def random_candidates(
     ).astype(np.int32)
     spoke = rng.random((n_docs, N_SOURCES)) < 0.8
     spoke[np.arange(n_docs), rng.integers(0, N_SOURCES, n_docs)] = True  # one speaks at least
-    scores = (rng.random((m, N_SOURCES)) * spoke[doc] * (rng.random((m, N_SOURCES)) < 0.7))
+    scores = rng.random((m, N_SOURCES)) * spoke[doc] * (rng.random((m, N_SOURCES)) < 0.7)
     scores = scores.astype(np.float32)
     features = rng.random((m, len(names))).astype(np.float32)
     for s in range(N_SOURCES):
@@ -102,9 +102,7 @@ def with_random_parameters(model: nn.Module, scale: float, seed: int = 0) -> nn.
     return model.eval()
 
 
-def kuoro(
-    hidden_size: int = 16, gate_top_k: int = 0, concept_sources: bool = True
-) -> KuoroFusion:
+def kuoro(hidden_size: int = 16, gate_top_k: int = 0, concept_sources: bool = True) -> KuoroFusion:
     return KuoroFusion(
         N_CONCEPTS,
         N_SOURCES,

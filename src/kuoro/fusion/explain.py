@@ -246,6 +246,8 @@ def explanation_lines(record: Explanation | dict[str, Any], indent: str = "    "
             f"{indent}score = mean over the members of {record['transform']}"
             f"({each}) = {record['score']:.4f}"
         )
+    elif record["transform"] == "identity":
+        lines.append(f"{indent}score = value = {record['score']:.4f}")
     else:
         lines.append(f"{indent}score = {record['transform']}(value) = {record['score']:.4f}")
     return lines
