@@ -10,7 +10,6 @@ from kuoro.cli.context import Context, pass_context
 from kuoro.fusion.onnx_export import INPUT_LAYOUT, OPSET
 from kuoro.util.wording import plural
 
-
 HELP = f"""Write the trained fusion model of PROJECT_ID, members included, as ONNX.
 
 The graph (opset {OPSET}) computes the fused score of each candidate from Kuoro's candidate

@@ -200,7 +200,9 @@ class LinearFamily(Family):
         dtype = c.scores.dtype  # not float32's product: 20 · b rounds there
         concept = self.output_scale * self.concept_bias[:, c.concepts].astype(dtype)
         bias = np.broadcast_to(self.output_scale * self.bias[:, None].astype(dtype), concept.shape)
-        return Parts({"sources": share.sum(-1), "concept_bias": concept, "bias": bias}, weight, share)
+        return Parts(
+            {"sources": share.sum(-1), "concept_bias": concept, "bias": bias}, weight, share
+        )
 
 
 class KuoroFamily(Family):

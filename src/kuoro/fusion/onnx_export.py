@@ -66,7 +66,7 @@ class _Graph:
         self._count += 1
         return f"{kind}_{self._count}"
 
-    def const(self, array: np.ndarray | float | int, name: str | None = None) -> str:
+    def const(self, array: np.ndarray | np.generic | float, name: str | None = None) -> str:
         from onnx import numpy_helper
 
         value = np.asarray(array)

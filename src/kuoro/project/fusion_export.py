@@ -44,9 +44,9 @@ def export_onnx(project: Project, path: Path) -> Exported:
             "fusion projects export to ONNX"
         )
     try:
-        from kuoro.fusion.onnx_export import onnx_model, write_onnx
-
         import onnx  # noqa: F401
+
+        from kuoro.fusion.onnx_export import onnx_model, write_onnx
     except ImportError as exc:
         raise KuoroError(
             f"exporting to ONNX needs the onnx package ({exc}): pip install 'kuoro[onnx]'"
