@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -242,3 +243,27 @@ def test_export_help_documents_the_input_layout(capsys: pytest.CaptureFixture[st
         assert " ".join(line.split()) in " ".join(out.split())
     for name in ("features", "concepts", "scores", "member_scores", "float32", "int64"):
         assert name in out
+
+
+def test_the_readmes_onnx_example_runs_as_written(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Exporting to ONNX") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("```", start)]
+    assert (
+        main(kuoro(workspace, "export", "fusion-kuoro", "--onnx", str(workspace / "fusion.onnx")))
+        == 0
+    )
+    monkeypatch.chdir(workspace)  # its projects.toml and data/, as a user's
+    names: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), names)
+    candidates, scores = names["candidates"], names["scores"]
+    predictor = open_project(workspace, "fusion-kuoro").model
+    assert isinstance(predictor, FusionPredictor) and len(scores) > 10
+    # The numpy model, on the same candidates with their prior column filled.
+    full = build_candidates(names["rows"], None, predictor.prior, top_k=predictor.top_k)
+    assert (full.concepts == candidates.concepts).all()
+    np.testing.assert_allclose(scores, predictor.model.predict_scores(full), atol=1e-5)
+    assert set(names["best"]) == {0, 1}

@@ -64,6 +64,7 @@ def export_onnx(project: Project, path: Path) -> Exported:
         "vocabulary_fingerprint": str(manifest["vocabulary"]["fingerprint"]),
         "sources": json.dumps(sources),
         "top_k": str(manifest["model"]["top_k"]),
+        "n_concepts": str(n_concepts),  # also for mean, which reads no concept
     }
     write_onnx(onnx_model(model, prior=prior, metadata=metadata), path)
     return Exported(path, path.stat().st_size, model.family, model.n_members, sources)
