@@ -317,7 +317,7 @@ DAMAGE: dict[str, tuple[str, np.ndarray | None, str]] = {
     "other features": (
         "feature_names",
         np.asarray([*feature_names(N_SOURCES)[:-1], "s0_idf"]),
-        "other feature columns .*prior, s0_idf",
+        "other feature columns .*differing: s0_idf",
     ),
 }
 
@@ -398,3 +398,30 @@ def test_an_untrained_top_k_gate_breaks_ties_as_the_numpy_model_does(
     np.testing.assert_allclose(numpy_gate[0], gate, rtol=0, atol=TOLERANCE)
     scores = exported.predict_scores(candidates)
     np.testing.assert_allclose(scores, torch_scores(model, candidates), rtol=0, atol=TOLERANCE)
+
+
+def test_a_model_saved_before_the_co_occurrence_columns_reads_its_own_columns(
+    candidates: Candidates, tmp_path: Path
+) -> None:
+    """A model trained before a feature column existed is served from today's candidates:
+    its columns are taken by name (here: the three co-occurrence columns it never read)."""
+    torch.manual_seed(0)
+    model = with_random_parameters(kuoro(), 0.3)
+    arrays = export_arrays(model)
+    names = list(feature_names(N_SOURCES))
+    new = [names.index(n) for n in ("implied", "implied_lift", "corpus_prior")]
+    # Today's model with no weight on the new columns predicts what the old one did.
+    arrays["mlp_weight_0"][:, :, new] = 0
+    expected = NumpyFusion.from_arrays(arrays).predict_scores(candidates)
+    old = dict(arrays)
+    keep = [i for i in range(len(names)) if i not in new]
+    old["feature_names"] = np.asarray([names[i] for i in keep])
+    old["mlp_weight_0"] = arrays["mlp_weight_0"][:, :, [*keep, len(names)]]  # + the mean
+    NumpyFusion.from_arrays(old).save(tmp_path / "old.npz")
+    loaded = NumpyFusion.load(tmp_path / "old.npz")
+    assert loaded._family.n_features == len(names) - 3
+    np.testing.assert_allclose(loaded.predict_scores(candidates), expected, atol=1e-6)
+    # Columns it cannot find today are an error, not a silent misreading.
+    renamed = dict(old, feature_names=np.asarray(["unknown", *old["feature_names"][1:]]))
+    with pytest.raises(ModelError, match=r"other feature columns .*differing: unknown"):
+        NumpyFusion.from_arrays(renamed)

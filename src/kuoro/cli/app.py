@@ -12,6 +12,7 @@ import click
 
 from kuoro.cli.context import Context, echo_table, pass_context, progress_disabled
 from kuoro.cli.evaluation import eval_command, optimize_command
+from kuoro.cli.exporting import export_command
 from kuoro.cli.indexing import index_command, suggest_command
 from kuoro.cli.serve import serve_command
 from kuoro.cli.training import learn_command, train_command
@@ -303,6 +304,7 @@ for _command in (
     hyperopt_command,
     report_command,
     serve_command,
+    export_command,
 ):
     cli.add_command(_command)
 

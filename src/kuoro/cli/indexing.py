@@ -53,6 +53,12 @@ log = logging.getLogger("kuoro")
 @cluster_option
 @label_language_option
 @backend_param_option
+@click.option(
+    "--explain", is_flag=True,
+    help="After each suggestion of a fusion project, why it scored so: each source's score, "
+    "rank and weight, and the model's value before its output transform taken apart into "
+    "terms that add up to it (computed here: -j and --cluster do not apply).",
+)  # fmt: skip
 @pass_context
 def suggest_command(
     obj: Context,
@@ -64,6 +70,7 @@ def suggest_command(
     cluster: ClusterSpec | None,
     label_language: str | None,
     backend_params: Sequence[str],
+    explain: bool,
 ) -> None:
     """Suggest subjects for the text on standard input, or for each of FILES.
 
@@ -81,6 +88,9 @@ def suggest_command(
         if not files:
             yield Document(sys.stdin.read())
 
+    if explain:
+        _print_explained(project, documents(), named, len(files) > 1, limit, threshold, language)
+        return
     with open_engine(obj, jobs, cluster) as engine:
         for batch, rows in suggest_corpus(project, documents(), engine=engine):
             for i in range(len(batch)):
@@ -103,6 +113,42 @@ def _ranked(
         dataclasses.replace(s, label=vocab.label(cast(int, vocab.id_of(s.uri)), language))
         for s in suggestions
     ]
+
+
+def _print_explained(
+    project: Project,
+    documents: Iterator[Document],
+    named: deque[Path | None],
+    headed: bool,
+    limit: int,
+    threshold: float,
+    language: str | None,
+) -> None:
+    """``suggest --explain``: each suggestion's line, then its explanation, indented."""
+    from kuoro.fusion.explain import explanation_lines
+    from kuoro.project.batch import batches
+    from kuoro.project.explaining import suggest_explained
+
+    if project.config.kind != "fusion":
+        log.warning(
+            "'%s' is a source project: its scores are its model's own, there is nothing to "
+            "take apart (--explain explains fusion projects)",
+            project.project_id,
+        )
+    vocab = project.vocabulary
+    for batch in batches(documents):
+        rows, explainer = suggest_explained(project, [d.text for d in batch])
+        for i in range(len(batch)):
+            text_file = named.popleft()
+            if text_file is not None and headed:
+                click.echo(f"Suggestions for {text_file}")
+            suggestions = _ranked(project, rows[i], limit, threshold, language)
+            concepts = [cast(int, vocab.id_of(s.uri)) for s in suggestions]
+            records = explainer.explain(i, concepts)
+            for s, record in zip(suggestions, records, strict=True):
+                click.echo(_suggestion_line(s.uri, s.label, s.notation, s.score))
+                if record is not None and record["kind"] == "fusion":
+                    click.echo("\n".join(explanation_lines(record)))
 
 
 def _suggestion_line(uri: str, label: str | None, notation: str | None, score: float) -> str:

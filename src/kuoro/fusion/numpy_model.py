@@ -11,13 +11,18 @@ batch and all members at once, in float32.
 Every parameter array has a leading member dimension (1 for a single model); members average
 their scores, not their logits, as ``MemberEnsemble.predict_scores`` does. This module never
 imports torch, so that serving a saved model never loads it.
+
+``NumpyFusion.explain`` takes each member's value before the output transform (the logit;
+for ``mean`` the weighted mean itself) apart into named terms that add up to it (``Parts``),
+computed in float64 by the same code as the forward pass, so that the sum is exact to float64
+rounding (``kuoro.fusion.explain`` turns them into per-suggestion records).
 """
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,13 +73,32 @@ def _keep_top_k(logits: np.ndarray, k: int) -> np.ndarray:
     return np.where(keep, logits, np.float32(-np.inf))
 
 
-# --- reading arrays with checks ---------------------------------------------------------------
+# --- the families -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Each member's value before the output transform, taken apart (arrays (N, m, ...)).
+
+    ``terms`` (name → (N, m)) add up to ``Family.values``. Per source (N, m, S): its
+    ``weight`` in the family's source term and its ``share`` of it: weight · score for
+    ``mean`` and ``kuoro`` (the shares add up to ``weighted_mean``, which ``kuoro`` then takes
+    the logit of), 20 · weight · log1p(score) for ``linear`` (they add up to the term
+    ``sources``); ``trust``: ``kuoro``'s term ``concept_trust`` split over the sources.
+    """
+
+    terms: dict[str, np.ndarray]
+    weight: np.ndarray
+    share: np.ndarray
+    weighted_mean: np.ndarray | None = None
+    trust: np.ndarray | None = None
 
 
 class Family:
     """One model family's arrays and forward pass; every output has the members first."""
 
     name: ClassVar[str]
+    transform: ClassVar[str] = "sigmoid"  # the output transform of ``values``
     n_members: int
     n_sources: int
     n_features: int | None = None  # the feature columns it reads, if it reads features
@@ -87,15 +111,24 @@ class Family:
         """(N, m) each member's logits."""
         raise NotImplementedError
 
+    def values(self, c: Candidates) -> np.ndarray:
+        """(N, m) each member's value before the output transform."""
+        return self.logits(c)
+
     def scores(self, c: Candidates) -> np.ndarray:
         """(N, m) each member's scores in [0, 1]."""
         return _sigmoid(self.logits(c))
+
+    def explain(self, c: Candidates) -> Parts:
+        """``values`` taken apart; the same arithmetic in the candidates' dtype."""
+        raise NotImplementedError
 
 
 class MeanFamily(Family):
     """The weighted mean of the sources' scores (``MeanFusion``)."""
 
     name = "mean"
+    transform = "identity"
 
     def __init__(self, weights: np.ndarray) -> None:
         self.weights = weights  # (N, S), rows sum to 1
@@ -108,8 +141,17 @@ class MeanFamily(Family):
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights}
 
-    def scores(self, c: Candidates) -> np.ndarray:
+    def values(self, c: Candidates) -> np.ndarray:
         return np.asarray(self.weights @ c.scores.T)
+
+    def scores(self, c: Candidates) -> np.ndarray:
+        return self.values(c)
+
+    def explain(self, c: Candidates) -> Parts:
+        share = self.weights[:, None, :] * c.scores
+        mean = share.sum(-1)
+        weight = np.broadcast_to(self.weights[:, None, :], share.shape)
+        return Parts({"weighted_mean": mean}, weight, share, weighted_mean=mean)
 
 
 class LinearFamily(Family):
@@ -151,6 +193,16 @@ class LinearFamily(Family):
         weights = self.source_weight[:, c.concepts]  # (N, m, S)
         z = (np.log1p(c.scores) * weights).sum(-1) + self.concept_bias[:, c.concepts]
         return np.asarray(self.output_scale * (z + self.bias[:, None]))
+
+    def explain(self, c: Candidates) -> Parts:
+        weight = self.source_weight[:, c.concepts]
+        share = self.output_scale * np.log1p(c.scores) * weight
+        dtype = c.scores.dtype  # not float32's product: 20 · b rounds there
+        concept = self.output_scale * self.concept_bias[:, c.concepts].astype(dtype)
+        bias = np.broadcast_to(self.output_scale * self.bias[:, None].astype(dtype), concept.shape)
+        return Parts(
+            {"sources": share.sum(-1), "concept_bias": concept, "bias": bias}, weight, share
+        )
 
 
 class KuoroFamily(Family):
@@ -207,8 +259,9 @@ class KuoroFamily(Family):
         n_sources = r.sizes[SOURCES]
         columns = r.texts("feature_names", "features")
         expected = list(feature_names(n_sources))
-        if columns != expected:
-            differ = sorted(set(columns) ^ set(expected)) or ["their order"]
+        # A model trained before some columns existed reads its own, taken by name.
+        if columns != [name for name in expected if name in columns]:
+            differ = sorted(set(columns) - set(expected)) or ["their order"]
             raise bad_model(
                 f"the model reads other feature columns than this Kuoro computes "
                 f"(differing: {', '.join(differ[:5])})"
@@ -290,7 +343,7 @@ class KuoroFamily(Family):
     def mlp_correction(self, c: Candidates, mean: np.ndarray) -> np.ndarray:
         """(N, m) the MLP over [features, mean], a block of candidates at a time: their
         activations then stay in the CPU's cache, which halves the time of large batches."""
-        out = np.empty(mean.shape, np.float32)
+        out = np.empty(mean.shape, mean.dtype)  # float64 when explaining
         block = max(MLP_BLOCK // (self.n_members * self._widest), 1)
         for start in range(0, mean.shape[1], block):
             rows = slice(start, start + block)
@@ -324,6 +377,26 @@ class KuoroFamily(Family):
         if self.concept_source is not None:
             logits = logits + self.source_trust(c)
         return logits
+
+    def explain(self, c: Candidates) -> Parts:
+        """a · logit(mean) + b as logit(mean) + (a - 1) · logit(mean) + b, then the rest."""
+        gate = self.gate_weights(c)[:, c.documents()]
+        share = gate * c.scores
+        mean = share.sum(-1)
+        mean_logit = _logit(mean, self.logit_eps)
+        scale = np.exp(self.log_scale).astype(mean.dtype)[:, None]  # as ``calibrated``
+        terms = {
+            "mean_logit": mean_logit,
+            "calibration_scale": (scale - 1) * mean_logit,
+            "calibration_shift": np.broadcast_to(self.shift[:, None], mean.shape),
+            "feature_network": self.mlp_correction(c, mean),
+            "concept_bias": self.concept_correction(c),
+        }
+        trust = None
+        if self.concept_source is not None:
+            trust = self.concept_source[:, c.concepts, :] * c.scores
+            terms["concept_trust"] = trust.sum(-1)
+        return Parts(terms, gate, share, weighted_mean=mean, trust=trust)
 
 
 _FAMILIES: dict[str, type[MeanFamily] | type[LinearFamily] | type[KuoroFamily]] = {
@@ -423,6 +496,22 @@ class NumpyFusion:
         """(m,) float32 scores in [0, 1]: the members' scores, averaged."""
         return np.asarray(self.member_scores(candidates).mean(axis=0), dtype=np.float32)
 
+    @property
+    def transform(self) -> str:
+        """The output transform of the members' values: "sigmoid", or "identity" (mean)."""
+        return self._family.transform
+
+    def member_values(self, candidates: Candidates) -> np.ndarray:
+        """(N, m) float64 each member's value before the output transform (its logit; the
+        weighted mean for ``mean``), computed in float64: what ``explain``'s terms add up to."""
+        return np.asarray(self._family.values(self._checked(candidates, np.float64)))
+
+    def explain(self, candidates: Candidates) -> Parts:
+        """Each member's value before the output transform, taken apart into named terms that
+        add up to it (``Parts``), in float64; the score is the members' mean of the transform
+        of their values."""
+        return self._family.explain(self._checked(candidates, np.float64))
+
     def gate_weights(self, candidates: Candidates) -> np.ndarray | None:
         """(N, n_docs, S) each member's gate over the sources for each document (rows sum to
         1), or None for a family without a gate (mean, linear)."""
@@ -431,8 +520,9 @@ class NumpyFusion:
             return None
         return family.gate_weights(self._checked(candidates))
 
-    def _checked(self, c: Candidates) -> Candidates:
-        """The candidates in the dtypes the math expects, after checking they fit the model."""
+    def _checked(self, c: Candidates, dtype: type[np.floating[Any]] = np.float32) -> Candidates:
+        """The candidates in the dtype the math runs in (float32; float64 to explain), after
+        checking that they fit the model."""
         f = self._family
         if c.scores.shape[1] != f.n_sources:
             raise ModelError(
@@ -440,19 +530,25 @@ class NumpyFusion:
                 f"the candidates come from {c.scores.shape[1]}"
             )
         if f.n_features is not None and c.features.shape[1] != f.n_features:
-            raise ModelError(
-                f"the fusion model reads {f.n_features} features, "
-                f"the candidates have {c.features.shape[1]}"
-            )
+            c = _older_columns(f, c)
         if f.n_concepts is not None and len(c.concepts) and int(c.concepts.max()) >= f.n_concepts:
             raise ModelError(
                 f"concept id {int(c.concepts.max())} is unknown to the fusion model, "
                 f"which was trained with {f.n_concepts} concepts"
             )
-        if c.scores.dtype != np.float32 or c.features.dtype != np.float32:
-            c = replace(
-                c,
-                scores=c.scores.astype(np.float32),
-                features=c.features.astype(np.float32),
-            )
+        if c.scores.dtype != dtype or c.features.dtype != dtype:
+            c = replace(c, scores=c.scores.astype(dtype), features=c.features.astype(dtype))
         return c
+
+
+def _older_columns(family: Family, c: Candidates) -> Candidates:
+    """The candidates with the columns a model trained before some feature columns existed
+    reads, taken by name from today's columns; ModelError when they cannot be found."""
+    columns = getattr(family, "feature_columns", None)
+    current = feature_names(c.scores.shape[1])
+    if columns is None or c.features.shape[1] != len(current) or not set(columns) <= set(current):
+        raise ModelError(
+            f"the fusion model reads {family.n_features} features, "
+            f"the candidates have {c.features.shape[1]}"
+        )
+    return replace(c, features=c.features[:, [current.index(name) for name in columns]])

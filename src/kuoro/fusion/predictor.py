@@ -86,16 +86,19 @@ class FusionPredictor:
 
     def fuse(self, rows: Sequence[sp.csr_matrix]) -> sp.csr_matrix:
         """The fused suggestions for the sources' rows of a batch of documents."""
+        return self.fuse_candidates(rows)[2]
+
+    def fuse_candidates(
+        self, rows: Sequence[sp.csr_matrix]
+    ) -> tuple[Candidates, np.ndarray, sp.csr_matrix]:
+        """What ``fuse`` makes, with the candidates and their scores behind it."""
         n = rows[0].shape[0] if rows else 0
         candidates = self.candidates(rows)
-        return top_rows(
-            candidates.documents(),
-            candidates.concepts,
-            self.candidate_scores(candidates),
-            n,
-            self.n_concepts,
-            self.keep,
+        scores = self.candidate_scores(candidates)
+        fused = top_rows(
+            candidates.documents(), candidates.concepts, scores, n, self.n_concepts, self.keep
         )
+        return candidates, scores, fused
 
     def candidates(self, rows: Sequence[sp.csr_matrix]) -> Candidates:
         """The candidates and features of the sources' rows, as the model was trained on."""

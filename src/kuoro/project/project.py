@@ -222,7 +222,12 @@ class Project:
     ) -> sp.csr_matrix:
         """One sparse row of scores per text over the current vocabulary; deprecated concepts
         are never suggested (as in Annif)."""
-        matrix = sp.csr_matrix(self.model.suggest(texts, document_ids))
+        return self.served_rows(self.model.suggest(texts, document_ids))
+
+    def served_rows(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        """The model's rows as the project gives them: over the current vocabulary, without
+        deprecated concepts."""
+        matrix = sp.csr_matrix(rows)
         if matrix.shape[1] != len(self.vocabulary):  # trained before concepts were appended
             matrix.resize((matrix.shape[0], len(self.vocabulary)))
         deprecated = self.vocabulary.deprecated

@@ -143,6 +143,7 @@ def create_app(
             limit=form.limit,
             threshold=form.threshold,
             language=form.language,
+            explain=form.explain,
         )
         response.headers["Server-Timing"] = timing
         return SuggestionResultList(results=results[0])
@@ -160,11 +161,12 @@ def create_app(
         limit: Annotated[int, Query(ge=0, description="maximum number of results")] = 10,
         threshold: Annotated[float, Query(ge=0, le=1, description="minimum score")] = 0.0,
         language: Annotated[str | None, Query(description="language of the labels")] = None,
+        explain: Annotated[bool, Query(description="add each result's explanation")] = False,
     ) -> list[BatchSuggestionResult]:
         """Suggest subjects for up to 32 documents (the server's limit), answered in order."""
         project = lookup(project_id)
         results, timing = project.suggest(
-            body.documents, limit=limit, threshold=threshold, language=language
+            body.documents, limit=limit, threshold=threshold, language=language, explain=explain
         )
         response.headers["Server-Timing"] = timing
         return [

@@ -4,11 +4,11 @@
 # run time.
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class ApiInfo(BaseModel):
@@ -48,11 +48,67 @@ class ProjectList(BaseModel):
     projects: list[ProjectInfo]
 
 
+class SourcePart(BaseModel):
+    """One source's part in a fused suggestion."""
+
+    source: str
+    score: float | None = Field(description="its raw score; null when it did not suggest it")
+    rank: int | None = Field(description="the concept's rank in its list (1 = its best)")
+    weight: float = Field(description="its weight (kuoro: its gate for the document)")
+    share: float = Field(description="weight · score (linear: 20 · weight · log1p(score))")
+    trust: float | None = Field(description="kuoro: the concept's trust in it · its score")
+
+
+class MemberPart(BaseModel):
+    """One member of an ensemble: its parts add up to its value."""
+
+    value: float
+    score: float
+    parts: dict[str, float]
+
+
+class FusionExplanation(BaseModel):
+    """A fused score taken apart: ``parts`` add up to ``value``, the value before the output
+    ``transform`` (averaged over ``members`` when there are several; the score is then the
+    members' mean score)."""
+
+    kind: Literal["fusion"]
+    family: str
+    transform: str
+    score: float
+    value: float
+    parts: dict[str, float]
+    weighted_mean: float | None
+    sources: list[SourcePart]
+    members: list[MemberPart] | None
+
+
+class SourceProjectExplanation(BaseModel):
+    """A source project's score: its model's own, with nothing to take apart."""
+
+    kind: Literal["source"]
+    source: str
+    score: float
+    rank: int
+
+
+Explanation = Annotated[FusionExplanation | SourceProjectExplanation, Field(discriminator="kind")]
+# A record of ``kuoro.fusion.explain`` (plain data) as the schema's model.
+explanation_model = TypeAdapter(Explanation).validate_python
+
+
 class SuggestionResult(BaseModel):
     uri: str
     label: str | None
     notation: str | None
     score: float
+    # Beyond Annif's fields, and only when asked for (explain=true): absent, not null,
+    # otherwise, so that an answer without it is Annif's to the byte.
+    explanation: Explanation | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="why the suggestion scored so; only with explain=true",
+    )
 
 
 class SuggestionResultList(BaseModel):
@@ -72,6 +128,7 @@ class SuggestForm(BaseModel):
     limit: int = Field(10, ge=0, description="maximum number of results")
     threshold: float = Field(0.0, ge=0, le=1, description="minimum score")
     language: str | None = Field(None, description="language of the labels")
+    explain: bool = Field(False, description="add each result's explanation (Kuoro's)")
 
 
 async def suggest_form(request: Request) -> SuggestForm:

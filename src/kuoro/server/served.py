@@ -18,6 +18,7 @@ from kuoro.config.projects import ProjectConfig
 from kuoro.errors import KuoroError, SourceError
 from kuoro.fusion.predictor import SourceTiming, timing_sources
 from kuoro.project.datadir import DataDir
+from kuoro.project.explaining import Explainer, suggest_explained
 from kuoro.project.model_files import CURRENT
 from kuoro.project.project import Project
 from kuoro.server.problems import ProblemError, problem_for
@@ -29,6 +30,7 @@ from kuoro.server.schemas import (
     ProjectInfo,
     SuggestionResult,
     VocabInfo,
+    explanation_model,
 )
 from kuoro.util.ranking import rank_row
 from kuoro.vocab.vocabulary import Vocabulary
@@ -259,8 +261,10 @@ class ServedProject:
         limit: int,
         threshold: float,
         language: str | None,
+        explain: bool = False,
     ) -> tuple[list[list[SuggestionResult]], str]:
-        """Each document's results, and the ``Server-Timing`` header of the work."""
+        """Each document's results, and the ``Server-Timing`` header of the work;
+        ``explain``: each result with its explanation (``kuoro.project.explaining``)."""
         project = self.ready()
         vocab = project.vocabulary
         label_language = self._label_language(vocab, language)
@@ -268,13 +272,16 @@ class ServedProject:
         wanted = [i for i, doc in enumerate(documents) if doc.text.strip()]
         rows = sp.csr_matrix((0, len(vocab)), dtype=np.float32)
         started = time.perf_counter()
+        explainer: Explainer | None = None
         with timing_sources() as in_sources:
             if wanted:
+                texts = [documents[i].text for i in wanted]
+                document_ids = [documents[i].document_id for i in wanted]
                 try:
-                    rows = project.suggest(
-                        [documents[i].text for i in wanted],
-                        [documents[i].document_id for i in wanted],
-                    )
+                    if explain:
+                        rows, explainer = suggest_explained(project, texts, document_ids)
+                    else:
+                        rows = project.suggest(texts, document_ids)
                 except KuoroError as exc:
                     raise problem_for(exc, self.datadir) from exc
         total = time.perf_counter() - started
@@ -282,14 +289,16 @@ class ServedProject:
         for position, i in enumerate(wanted):
             row = rows[position]
             ids, scores = rank_row(row.indices, row.data, min(limit, row.nnz), threshold)
+            records = explainer.explain(position, ids.tolist()) if explainer else [None] * len(ids)
             results[i] = [
                 SuggestionResult(
                     uri=vocab.uri(int(c)),
                     label=vocab.label(int(c), label_language),
                     notation=vocab.notation(int(c)),
                     score=float(s),
+                    explanation=None if record is None else explanation_model(record),
                 )
-                for c, s in zip(ids, scores, strict=True)
+                for c, s, record in zip(ids, scores, records, strict=True)
             ]
         return results, server_timing(total, in_sources)
 

@@ -32,6 +32,7 @@ from kuoro.fusion.export import export_arrays
 from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.predictor import FusionPredictor, top_rows
 from kuoro.project.batch import Engine, suggest_corpus_all
+from kuoro.project.explaining import suggest_explained
 from kuoro.project.fusion_files import HISTORY
 from kuoro.project.fusion_kind import FusionKind
 from kuoro.project.model_files import read_model
@@ -52,6 +53,8 @@ class Worst:
     neg_position: int
     document: Document = field(compare=False)
     predicted: list[tuple[int, float]] = field(compare=False)
+    # Why each predicted concept scored so (fusion projects; ``explain_worst``).
+    explanations: list[Any] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -139,6 +142,7 @@ def gather(
         batches = _scored_batches(project, predictor, contribution, documents, width, jobs, engine)
         evaluation = evaluate(batches, limit=limit, n_concepts=width, on_batch=on_batch)
         bar.total = bar.n  # the count was of lines or files
+    explain_worst(project, worst)
     return Gathered(
         evaluation,
         grid,
@@ -280,6 +284,18 @@ def _keep_worst(
             heapq.heappush(worst, entry)
         elif entry > worst[0]:
             heapq.heapreplace(worst, entry)
+
+
+def explain_worst(project: Project, worst: Sequence[Worst]) -> None:
+    """Explain each worst document's suggestions (a fusion project's): its sources run again
+    over these few documents, known by the ids they had in the pass."""
+    if not isinstance(project.kind, FusionKind) or not worst:
+        return
+    texts = [w.document.text for w in worst]
+    ids = [w.document.document_id or str(-w.neg_position + 1) for w in worst]
+    _, explainer = suggest_explained(project, texts, ids)
+    for i, entry in enumerate(worst):
+        entry.explanations = explainer.explain(i, [c for c, _ in entry.predicted])
 
 
 # -- the training history and the search ----------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kuoro.evaluation.optimize import best_point
+from kuoro.evaluation.report.explanations import explanation_html
 from kuoro.evaluation.report.gather import TOP, Gathered, History, Search
 from kuoro.evaluation.report.plots import (
     Plot,
@@ -305,7 +306,9 @@ def _documents_section(gathered: Gathered, labels: _Labels) -> str:
             f"The {plural(len(worst), 'document')} with the lowest nDCG@10. "
             "<span class='hit'>✔</span> "
             "marks a suggestion that is among the document's subjects and a subject that was "
-            "suggested."
+            "suggested. For a fusion project, <em>why</em> under a suggestion takes its score "
+            "apart: each source's score, rank and weight, and the terms that add up to the "
+            "model's value before its output transform (as <code>kuoro suggest --explain</code>)."
         )
     ]
     for entry in worst:
@@ -319,10 +322,12 @@ def _documents_section(gathered: Gathered, labels: _Labels) -> str:
         gold_items = "".join(
             f"<li>{_mark(c in suggested)}{labels(c)}</li>" for c in sorted(gold, key=labels)
         )
+        why = entry.explanations or [None] * len(entry.predicted)
         suggested_items = (
             "".join(
-                f"<li>{_mark(c in gold)}{labels(c)} <span class='score'>{score:.2f}</span></li>"
-                for c, score in entry.predicted
+                f"<li>{_mark(c in gold)}{labels(c)} <span class='score'>{score:.2f}</span>"
+                f"{explanation_html(record)}</li>"
+                for (c, score), record in zip(entry.predicted, why, strict=True)
             )
             or "<li class='note'>nothing suggested</li>"
         )
