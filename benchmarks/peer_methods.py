@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from kuoro.config.params import fusion_params
 from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates, feature_names
+from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.fusion.fit import fit_fusion
 from kuoro.fusion.models import create_model
 from kuoro.fusion.predictor import top_rows
@@ -251,6 +252,7 @@ class LambdaMART(PeerMethod):
         min_child_samples: int = 20,
         early_stopping: int = 50,
         n_jobs: int = 2,
+        cooccurrence: SubjectCooccurrence | None = None,
     ) -> None:
         self.params: dict[str, Any] = {
             "n_estimators": n_estimators,
@@ -262,12 +264,17 @@ class LambdaMART(PeerMethod):
             "colsample_bytree": 0.8,
         }
         self.early_stopping, self.n_jobs = early_stopping, n_jobs
+        self.cooccurrence = cooccurrence
         self.model: Any = None
         self.prior: ConceptPrior | None = None
         self.top_k = 100
 
     def settings(self) -> dict[str, Any]:
-        return {**self.params, "early_stopping": self.early_stopping}
+        return {
+            **self.params,
+            "early_stopping": self.early_stopping,
+            **cooccurrence_setting(self.cooccurrence),
+        }
 
     def _matrix(
         self, store: SuggestionStore, *, training: bool
@@ -276,7 +283,12 @@ class LambdaMART(PeerMethod):
         features, labels, groups = [], [], []
         for part in store.batches(READ_BATCH):
             c = build_candidates(
-                part.sources, part.gold, self.prior, top_k=self.top_k, prior_counted_batch=training
+                part.sources,
+                part.gold,
+                self.prior,
+                top_k=self.top_k,
+                prior_counted_batch=training,
+                cooccurrence=self.cooccurrence,
             )
             assert c.labels is not None
             features.append(c.features)
@@ -310,7 +322,9 @@ class LambdaMART(PeerMethod):
 
     def rank(self, batch: StoreBatch) -> sp.csr_matrix:
         assert self.model is not None, "fit first"
-        candidates = build_candidates(batch.sources, None, self.prior, top_k=self.top_k)
+        candidates = build_candidates(
+            batch.sources, None, self.prior, top_k=self.top_k, cooccurrence=self.cooccurrence
+        )
         if not len(candidates.concepts):
             return sp.csr_matrix(batch.gold.shape, dtype=np.float32)
         scores = self.model.predict(candidates.features)  # the best iteration's trees
@@ -468,8 +482,16 @@ class KuoroModel(PeerMethod):
 
     seeded = True
 
-    def __init__(self, family: str, members: int | None = None, progress: bool = False) -> None:
+    def __init__(
+        self,
+        family: str,
+        members: int | None = None,
+        progress: bool = False,
+        cooccurrence: SubjectCooccurrence | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
         self.family, self.members, self.progress = family, members, progress
+        self.cooccurrence, self.params = cooccurrence, dict(params or {})
         suffix = "" if members is None else f"-m{members}"
         self.name = f"kuoro-{family}{suffix}"
         self.model: nn.Module | None = None
@@ -477,10 +499,15 @@ class KuoroModel(PeerMethod):
         self.top_k = 100
 
     def settings(self) -> dict[str, Any]:
-        return {"family": self.family, "members": self.members}
+        return {
+            "family": self.family,
+            "members": self.members,
+            **self.params,
+            **cooccurrence_setting(self.cooccurrence),
+        }
 
     def fit(self, train: SuggestionStore, validation: SuggestionStore, seed: int) -> dict[str, Any]:
-        raw: dict[str, object] = {"seed": seed}
+        raw: dict[str, object] = {"seed": seed, **self.params}
         if self.members is not None:
             raw["members"] = self.members
         params = fusion_params(self.family, raw)
@@ -490,6 +517,7 @@ class KuoroModel(PeerMethod):
             [1.0] * len(train.source_names),
             progress=self.progress,
             validation_store=validation,
+            cooccurrence=self.cooccurrence,
         )
         self.prior = ConceptPrior.from_counts(info.prior_counts)
         self.top_k = train.top_k
@@ -501,13 +529,22 @@ class KuoroModel(PeerMethod):
 
     def rank(self, batch: StoreBatch) -> sp.csr_matrix:
         assert self.model is not None, "fit first"
-        candidates = build_candidates(batch.sources, None, self.prior, top_k=self.top_k)
+        candidates = build_candidates(
+            batch.sources, None, self.prior, top_k=self.top_k, cooccurrence=self.cooccurrence
+        )
         with torch.no_grad():
             scores: Tensor = self.model.predict_scores(to_batch(candidates))  # type: ignore[operator]
         return rows_from_scores(candidates, scores.numpy(), batch.gold.shape[1])
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def cooccurrence_setting(table: SubjectCooccurrence | None) -> dict[str, Any]:
+    """What identifies a co-occurrence table in a method's settings (nothing without one)."""
+    if table is None:
+        return {}
+    return {"cooccurrence": f"{table.documents} documents, {table.conditional.nnz} pairs"}
 
 
 def gold_sets(gold: sp.csr_matrix) -> list[np.ndarray]:

@@ -38,9 +38,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kuoro.config.projects import load_projects
+from kuoro.corpus.documents import Corpus
 from kuoro.errors import KuoroError
 from kuoro.evaluation.metrics import RankingMetrics, ranked_predictions
 from kuoro.fusion.candidates import build_candidates, candidate_recall
+from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.project.datadir import DataDir
 from kuoro.project.project import Project
 from kuoro.project.stores import build_source_store
@@ -60,7 +62,7 @@ from peer_methods import (
 )
 
 COLUMNS = ("NDCG@10", "NDCG", "F1@5", "Precision@5")
-RESULT_VERSION = 1  # bump when a change makes the cached results stale
+RESULT_VERSION = 2  # bump when a change makes the cached results stale
 TEST_BATCH = 256
 
 # Method keys for --methods, in table order; "sources" stands for every source alone.
@@ -114,7 +116,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run the dense peer only up to this vocabulary size (its cost grows with V × S)",
     )
     parser.add_argument("--fresh", action="store_true", help="recompute cached results")
+    parser.add_argument(
+        "--cooccurrence",
+        type=Path,
+        help="a corpus (the sources' training corpus) whose subject co-occurrence the Kuoro "
+        "and LambdaMART rows read as candidate features, as a fusion project with "
+        'cooccurrence = "sources" does; without it those columns are 0',
+    )
+    parser.add_argument(
+        "--kuoro-params",
+        type=json.loads,
+        default={},
+        help="JSON object of parameters for the Kuoro rows, e.g. '{\"dropout\": 0}'",
+    )
     return parser.parse_args(argv)
+
+
+def cooccurrence_table(args: argparse.Namespace, n_concepts: int) -> SubjectCooccurrence | None:
+    """The table of --cooccurrence, counted once and kept in the work directory."""
+    if args.cooccurrence is None:
+        return None
+    digest = hashlib.sha256(
+        f"{args.cooccurrence.resolve()}:{args.cooccurrence.stat().st_size}:{args.vocab}".encode()
+    ).hexdigest()[:16]
+    cached = args.work / f"cooccurrence-{digest}.npz"
+    if cached.is_file():
+        return SubjectCooccurrence.load(cached)
+    print(f"counting subject co-occurrence in {args.cooccurrence}", file=sys.stderr)
+    vocabulary = DataDir(args.datadir).load_vocabulary(args.vocab)
+    corpus = Corpus([args.cooccurrence], vocabulary, language=args.language)
+    table = SubjectCooccurrence.from_subject_sets(
+        (d.subjects for d in corpus), len(vocabulary)
+    ).resized(n_concepts)
+    table.save(cached)
+    return table
 
 
 # -- the stores ----------------------------------------------------------------------------
@@ -159,10 +194,14 @@ class Plan(NamedTuple):
 
 
 def plans(
-    args: argparse.Namespace, source_names: Sequence[str], order: Sequence[str]
+    args: argparse.Namespace,
+    source_names: Sequence[str],
+    order: Sequence[str],
+    table: SubjectCooccurrence | None = None,
 ) -> list[Plan]:
     """The rows asked for by --methods, in table order; sources in the --sources order."""
     threads, out = args.threads, []
+    extra = args.kuoro_params
     for key in METHOD_KEYS:
         if key not in args.methods:
             continue
@@ -178,11 +217,15 @@ def plans(
             "weighted-mean": WeightedMean,
             "rrf": ReciprocalRankFusion,
             "combmnz": CombMNZ,
-            "lambdamart": lambda: LambdaMART(n_jobs=threads),
+            "lambdamart": lambda: LambdaMART(n_jobs=threads, cooccurrence=table),
             "dense": lambda: DensePeer(progress=True),
             "kuoro-linear": lambda: KuoroModel("linear", progress=True),
-            "kuoro-kuoro": lambda: KuoroModel("kuoro", progress=True),
-            "kuoro-kuoro-m5": lambda: KuoroModel("kuoro", members=5, progress=True),
+            "kuoro-kuoro": lambda: KuoroModel(
+                "kuoro", progress=True, cooccurrence=table, params=extra
+            ),
+            "kuoro-kuoro-m5": lambda: KuoroModel(
+                "kuoro", members=5, progress=True, cooccurrence=table, params=extra
+            ),
             "oracle": Oracle,
         }
         out.append(Plan(key, LABELS[key], makers[key]))
@@ -387,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise KuoroError(f"the {split} store's sources or vocabulary differ from train's")
     test_batches = list(test.batches(TEST_BATCH))
     order = [name.strip() for name in args.sources.split(",") if name.strip()]
-    chosen = plans(args, train.source_names, order)
+    table = cooccurrence_table(args, train.vocab_size)
+    chosen = plans(args, train.source_names, order, table)
     too_big = train.vocab_size > args.dense_max_vocab
     skipped = [p.key for p in chosen if p.key == "dense" and too_big]
     chosen = [p for p in chosen if p.key not in skipped]
@@ -422,6 +466,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Notes:",
         *notes(rows, union_recall(test_batches)),
     ]
+    if table is not None:
+        lines.append(
+            f"- co-occurrence (Kuoro and LambdaMART rows): subject sets of {args.cooccurrence} "
+            f"({table.documents:,} documents of at most 10 subjects, "
+            f"{table.conditional.nnz:,} concept pairs)."
+        )
+    if args.kuoro_params:
+        lines.append(f"- Kuoro rows' parameters: {json.dumps(args.kuoro_params)}.")
     if skipped:
         lines.append(
             f"- dense peer skipped: V = {train.vocab_size:,} > --dense-max-vocab "

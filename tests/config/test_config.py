@@ -596,6 +596,22 @@ class TestValidationPath:
         with pytest.raises(ConfigError, match=r"key 'validation': \"0\.2\" is not a number"):
             load(tmp_path, project('validation = "0.2"'))
 
+    def test_cooccurrence_is_sources_none_or_an_existing_corpus(self, tmp_path: Path) -> None:
+        assert load(tmp_path, project(""))["p"].params["cooccurrence"] == "sources"
+        assert load(tmp_path, project('cooccurrence = "none"'))["p"].params["cooccurrence"] == (
+            "none"
+        )
+        write(tmp_path / "titles.tsv", "text\t<http://ex/a>\n")
+        config = load(tmp_path, project('cooccurrence = "titles.tsv"'))["p"]
+        assert config.params["cooccurrence"] == str(tmp_path / "titles.tsv")
+        with pytest.raises(
+            ConfigError,
+            match=r"key 'cooccurrence': \"titels.tsv\" is not \"sources\" or \"none\" and no file",
+        ):
+            load(tmp_path, project('cooccurrence = "titels.tsv"'))
+        with pytest.raises(ConfigError, match="cooccurrence"):
+            load(tmp_path, project("cooccurrence = 3"))
+
 
 class TestNumbersAreFiniteAndBounded:
     def test_every_numeric_parameter_has_a_finite_range(self) -> None:

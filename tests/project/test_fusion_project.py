@@ -471,3 +471,68 @@ def test_a_checkpoint_of_other_parameters_is_not_resumed(
     _, manifest = read_model(project.model_dir, "fusion-resume")
     assert manifest["training"]["epochs"] == 12
     assert not checkpoints.exists()
+
+
+def test_sources_record_which_subjects_go_together_and_the_fusion_model_reads_it(
+    workspace: Path,
+) -> None:
+    from kuoro.fusion.candidates import feature_names
+    from kuoro.fusion.cooccurrence import MAX_SUBJECTS, SubjectCooccurrence
+    from kuoro.project.cooccurrence_files import COOCCURRENCE
+
+    stem = open_project(workspace, "tfidf-stem")
+    version_dir, _ = read_model(stem.model_dir, "tfidf-stem", "source")
+    recorded = SubjectCooccurrence.load(version_dir / COOCCURRENCE)
+    # Counted on the source's own training corpus (sources.tsv), sets of ≤ 10 subjects.
+    vocabulary = stem.vocabulary
+    subject_sets = []
+    for line in (workspace / "sources.tsv").read_text(encoding="utf-8").splitlines():
+        ids = {vocabulary.id_of(u.strip("<>")) for u in line.split("\t")[1].split()}
+        ids.discard(None)
+        if 0 < len(ids) <= MAX_SUBJECTS:
+            subject_sets.append(ids)
+    assert recorded.documents == len(subject_sets) > 1000
+    expected = np.zeros(len(vocabulary), np.int64)
+    for ids in subject_sets:
+        expected[list(ids)] += 1
+    assert recorded.counts.tolist() == expected.tolist()
+
+    # Both sources were trained on the same corpus: the fusion model counts it once.
+    fusion = open_project(workspace, "fusion-kuoro")
+    fusion_dir, manifest = read_model(fusion.model_dir, "fusion-kuoro", "fusion")
+    used = SubjectCooccurrence.load(fusion_dir / COOCCURRENCE)
+    assert used.documents == recorded.documents == manifest["training"]["cooccurrence_documents"]
+    assert (used.conditional != recorded.conditional).nnz == 0
+
+    # Suggesting reads it: the candidates' co-occurrence columns are filled.
+    predictor = fusion.model
+    rows = predictor.source_rows(["Arkeologiset kaivaukset ja löydöt"])
+    candidates = predictor.candidates(rows)
+    names = feature_names(2)
+    assert candidates.features[:, names.index("corpus_prior")].max() > 0
+    assert candidates.features[:, names.index("implied")].max() > 0
+
+
+def test_cooccurrence_none_or_a_corpus_path(workspace: Path, tmp_path: Path) -> None:
+    from kuoro.project.cooccurrence_files import COOCCURRENCE
+
+    shutil.copytree(workspace / "data", tmp_path / "data")
+    shutil.copy(workspace / "fusion.tsv", tmp_path / "fusion.tsv")
+    common = 'language = "fi"\nvocab = "arch"\nbackend = "kuoro"\nmax_epochs = 1\n'
+    common += 'sources = "tfidf-stem,tfidf-words"\nhidden_size = 8\n'
+    extra = (
+        f'\n[fusion-none]\n{common}cooccurrence = "none"\n'
+        # A relative path is taken from the projects file's folder.
+        f'\n[fusion-path]\n{common}cooccurrence = "fusion.tsv"\n'
+    )
+    text = (workspace / "projects.toml").read_text(encoding="utf-8")
+    (tmp_path / "projects.toml").write_text(text + extra, encoding="utf-8")
+    for pid in ("fusion-none", "fusion-path"):
+        assert main(kuoro(tmp_path, "-q", "train", pid, str(tmp_path / "fusion.tsv"))) == 0
+    none_dir, _ = read_model(tmp_path / "data" / "projects" / "fusion-none", "fusion-none")
+    assert not (none_dir / COOCCURRENCE).exists()
+    path_dir, manifest = read_model(tmp_path / "data" / "projects" / "fusion-path", "fusion-path")
+    assert (path_dir / COOCCURRENCE).is_file()
+    assert 0 < manifest["training"]["cooccurrence_documents"] <= FUSION_DOCS
+    # The corpus is counted once and kept for the next training.
+    assert len(list((tmp_path / "data" / "stores").glob("cooccurrence-*.npz"))) == 1
