@@ -430,8 +430,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise KuoroError(f"the {split} store's sources or vocabulary differ from train's")
     test_batches = list(test.batches(TEST_BATCH))
     order = [name.strip() for name in args.sources.split(",") if name.strip()]
-    table = cooccurrence_table(args, train.vocab_size)
-    chosen = plans(args, train.source_names, order, table)
+    pairs = cooccurrence_table(args, train.vocab_size)
+    chosen = plans(args, train.source_names, order, pairs)
     too_big = train.vocab_size > args.dense_max_vocab
     skipped = [p.key for p in chosen if p.key == "dense" and too_big]
     chosen = [p for p in chosen if p.key not in skipped]
@@ -466,11 +466,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Notes:",
         *notes(rows, union_recall(test_batches)),
     ]
-    if table is not None:
+    if pairs is not None:
         lines.append(
             f"- co-occurrence (Kuoro and LambdaMART rows): subject sets of {args.cooccurrence} "
-            f"({table.documents:,} documents of at most 10 subjects, "
-            f"{table.conditional.nnz:,} concept pairs)."
+            f"({pairs.documents:,} documents of at most 10 subjects, "
+            f"{pairs.conditional.nnz:,} concept pairs)."
         )
     if args.kuoro_params:
         lines.append(f"- Kuoro rows' parameters: {json.dumps(args.kuoro_params)}.")
