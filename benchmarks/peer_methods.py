@@ -12,6 +12,7 @@ union of the sources' suggestions per document, with each source's raw score and
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -499,10 +500,16 @@ class KuoroModel(PeerMethod):
         self.top_k = 100
 
     def settings(self) -> dict[str, Any]:
+        # Every parameter with its effective value, so that a changed default is a new result.
+        raw: dict[str, object] = {**self.params}
+        if self.members is not None:
+            raw["members"] = self.members
+        effective = dataclasses.asdict(fusion_params(self.family, raw))
+        effective.pop("seed", None)
         return {
             "family": self.family,
             "members": self.members,
-            **self.params,
+            "params": effective,
             **cooccurrence_setting(self.cooccurrence),
         }
 

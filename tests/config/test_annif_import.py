@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kuoro.config.annif_import import import_annif_config
+from kuoro.config.backends import BACKENDS
 from kuoro.config.projects import SourceRef, load_projects
 from kuoro.errors import ConfigError, NotFoundError
 
@@ -349,7 +350,7 @@ backend=tfidf
     projects = load_projects(write(tmp_path / "projects.toml", result.toml_text))
     assert list(projects) == ["a", "b", "b2"]
     assert projects["a"].params["validation"] == 0.2 and projects["a"].params["members"] == 2
-    assert projects["a"].params["dropout"] == 0.1
+    assert projects["a"].params["dropout"] == BACKENDS["kuoro"].params["dropout"].default
     assert projects["a"].sources == (SourceRef("b", 0.5), SourceRef("b2", 0.5))
     assert projects["b2"].params["loss"] == "softmax"
 

@@ -78,7 +78,7 @@ def test_each_worst_documents_suggestion_is_explained(workspace: Path, tmp_path:
             value = float(re.search(r"<strong>([+-][0-9.]+)</strong>", item)[1])
             assert len(parts) == 6 and sum(parts) == pytest.approx(value, abs=6 * 5e-5)
             score = float(re.search(r"\) = ([0-9.]+)</div>", item)[1])
-            assert score == pytest.approx(shown, abs=0.005)
+            assert score == pytest.approx(shown, abs=0.0055)  # both rounded: 2 and 3 decimals
             explained += 1
     assert explained >= WORST_DOCUMENTS
     assert "<em>why</em>" in body
