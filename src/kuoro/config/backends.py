@@ -30,6 +30,7 @@ PROJECT_KEYS = (
     "limit",
     "access",
     "allow_learn",
+    "thresholds",
 )
 
 
@@ -210,6 +211,15 @@ _SEED = _int(
     min=0,
     max=2**32 - 1,
 )
+# kuoro.fusion.calibration.CHOICES, which a test keeps in step with this.
+_CALIBRATION = ParamSpec(
+    "calibration",
+    str,
+    "auto",
+    "how the scores are made probabilities on the held-out documents: auto = the method of "
+    "the lowest held-out log-loss in cross-validation",
+    choices=("auto", "temperature", "platt", "isotonic", "none"),
+)
 
 
 def _training(
@@ -336,6 +346,7 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 _SOURCES,
                 _VALIDATION,
                 _SEED,
+                _CALIBRATION,
             ),
             _backend(
                 "linear",
@@ -345,6 +356,7 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 _SOURCES,
                 _VALIDATION,
                 _SEED,
+                _CALIBRATION,
                 *_training(learning_rate=0.003, batch_size=256, max_epochs=10, patience=2),
             ),
             _backend(
@@ -355,6 +367,7 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 _SOURCES,
                 _VALIDATION,
                 _SEED,
+                _CALIBRATION,
                 _int("hidden_size", 64, "width of the hidden layer", max=4096),
                 ParamSpec("dropout", float, 0.1, "dropout rate while training", min=0, max=0.9),
                 ParamSpec(
@@ -475,7 +488,14 @@ def join_errors(errors: list[str]) -> str:
 # How a model trained before a parameter existed behaves, where that differs from the
 # parameter's default now: such a model is compared with its configuration as trained so.
 BEHAVIOUR_BEFORE_PARAMETER: Mapping[str, Mapping[str, object]] = MappingProxyType(
-    {"omikuji": MappingProxyType({"sublinear_tf": True})}
+    {
+        "omikuji": MappingProxyType({"sublinear_tf": True}),
+        # Fusion models trained before calibration existed give the model's raw scores.
+        **{
+            backend: MappingProxyType({"calibration": "none"})
+            for backend in ("mean", "linear", "kuoro")
+        },
+    }
 )
 
 

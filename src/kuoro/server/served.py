@@ -162,6 +162,7 @@ class ServedProject:
             try:
                 project = self._new_project()
                 _ = project.model  # the model itself, loaded and checked
+                _ = project.concept_thresholds  # and its thresholds, if it applies its own
                 _warm_up(project)
             except KuoroError as exc:
                 self._fail(str(exc), stamp)
@@ -271,9 +272,11 @@ class ServedProject:
         with timing_sources() as in_sources:
             if wanted:
                 try:
-                    rows = project.suggest(
-                        [documents[i].text for i in wanted],
-                        [documents[i].document_id for i in wanted],
+                    rows = project.apply_thresholds(
+                        project.suggest(
+                            [documents[i].text for i in wanted],
+                            [documents[i].document_id for i in wanted],
+                        )
                     )
                 except KuoroError as exc:
                     raise problem_for(exc, self.datadir) from exc
