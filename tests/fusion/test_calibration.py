@@ -3,6 +3,9 @@ stored without pickle."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +155,34 @@ def test_the_catalogue_offers_every_choice() -> None:
     for backend in ("mean", "linear", "kuoro"):
         spec = BACKENDS[backend].params["calibration"]
         assert spec.choices == CHOICES and spec.default == "auto"
+
+
+SERVING = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from kuoro.fusion.calibration import Calibration, calibrate_candidates
+import kuoro.fusion.predictor  # noqa: F401  (what serving imports)
+
+calibration = Calibration.load(Path(sys.argv[1]))
+raw = np.array([0.2, 0.5, 0.9], np.float32)
+out = calibrate_candidates(calibration, np.zeros(3, np.int64), raw)
+assert np.all(np.diff(out) > 0)
+assert "torch" not in sys.modules, "torch was imported"
+assert "scipy.optimize" not in sys.modules, "scipy.optimize was imported"
+"""
+
+
+def test_serving_a_calibration_imports_neither_torch_nor_the_optimizer(tmp_path: Path) -> None:
+    scores, labels, _ = overconfident()
+    fit_calibration("platt", scores, labels).save(tmp_path / "calibration.npz")
+    done = subprocess.run(
+        [sys.executable, "-c", SERVING, str(tmp_path / "calibration.npz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr

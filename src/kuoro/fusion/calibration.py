@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 
 from kuoro.errors import ModelError
 from kuoro.util.atomic import atomic_write
@@ -205,6 +204,8 @@ def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def _fit_sigmoid(scores: np.ndarray, labels: np.ndarray, *, shift: bool) -> tuple[float, float]:
     """(a, b) of sigmoid(a · logit(p) + b) of the least log-loss; b = 0 unless ``shift``.
     a = exp(α) keeps the map increasing; logits are bounded to what float32 scores reach."""
+    from scipy.optimize import minimize  # only to fit: serving never loads it
+
     z = np.clip(_logit(np.asarray(scores, np.float64)), -104.0, 17.0)
     y = np.asarray(labels, np.float64)
 
