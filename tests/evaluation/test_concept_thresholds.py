@@ -9,7 +9,13 @@ import pytest
 import scipy.sparse as sp
 
 from kuoro.errors import ModelError
-from kuoro.evaluation.concept_thresholds import _Entries, _gains, learn_concept_thresholds
+from kuoro.evaluation.concept_thresholds import (
+    DEFAULT_MIN_SUPPORT,
+    DEFAULT_SHRINKAGE,
+    _Entries,
+    _gains,
+    learn_concept_thresholds,
+)
 from kuoro.evaluation.metrics import RankingMetrics
 from kuoro.project.thresholds import ConceptThresholds, thresholds_for_model
 
@@ -120,7 +126,11 @@ def test_storage_round_trip(tmp_path: Path) -> None:
     for name in ("concepts", "thresholds", "support"):
         assert np.array_equal(getattr(loaded, name), getattr(learnt.thresholds, name)), name
     assert (loaded.model_version, loaded.limit, loaded.global_threshold) == ("v7", 3, 0.05)
-    assert (loaded.min_support, loaded.shrinkage, loaded.documents) == (5, "blend", 40)
+    assert (loaded.min_support, loaded.shrinkage, loaded.documents) == (
+        DEFAULT_MIN_SUPPORT,
+        DEFAULT_SHRINKAGE,
+        40,
+    )
     assert np.array_equal(loaded.apply(rows).toarray(), learnt.thresholds.apply(rows).toarray())
     # Tied to the model version: another version's are not applied.
     assert thresholds_for_model("p", path, "v7") is not None

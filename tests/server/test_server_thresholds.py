@@ -3,6 +3,7 @@ were learnt."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -46,8 +47,12 @@ thresholds = "per-concept"
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """arch-tfidf's model served as arch-pc (with thresholds) and arch-none (without)."""
+    # The command line takes over the "kuoro" logger; later modules' caplog needs it back.
+    logger = logging.getLogger("kuoro")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
     work = make_held_out_workspace(tmp_path_factory.mktemp("server-thresholds"), PROJECTS,
                                    held_out="tune.tsv", quiet=True)  # fmt: skip
+    logger.handlers[:], logger.level, logger.propagate = saved
     projects = work / "data" / "projects"
     for copy in ("arch-pc", "arch-none"):
         shutil.copytree(projects / "arch-tfidf", projects / copy)
