@@ -104,7 +104,7 @@ def test_metrics_file_is_annifs_flat_json(
     assert [key for key in saved if key in ANNIF_KEYS] == ANNIF_KEYS
     assert set(saved) - set(ANNIF_KEYS) == {
         "Recall@1", "Recall@3", "Recall@5", "F1@1", "F1@3", "LRAP",
-        "Gold_subjects_not_in_vocabulary",
+        "Expected_calibration_error", "Gold_subjects_not_in_vocabulary",
     }  # fmt: skip
     assert saved["Documents_evaluated"] == 300
     assert saved["Gold_subjects_not_in_vocabulary"] == 1

@@ -113,12 +113,20 @@ def test_explained_rows_are_the_served_rows_and_their_parts_add_up(
     served = project.suggest(texts)
     assert (rows != served).nnz == 0 and rows.nnz > 10 * len(texts)
     family = project.config.backend
+    calibration = project.model.calibration
     for i in range(len(texts)):
         row = rows[i]
         records = explainer.explain(i, row.indices.tolist())
-        for record, score in zip(records, row.data, strict=True):
+        for record, served_score in zip(records, row.data, strict=True):
             assert record is not None and record["kind"] == "fusion"
-            assert record["family"] == family and record["score"] == float(score)
+            assert record["family"] == family and record["score"] == float(served_score)
+            # The parts explain the model's own score; the served one is that, calibrated.
+            score = record["model_score"]
+            if calibration is None:
+                assert score == pytest.approx(served_score, abs=1e-6)
+            else:
+                calibrated = calibration(np.float32([score]))[0]
+                assert calibrated == pytest.approx(served_score, abs=1e-5)
             assert sum(record["parts"].values()) == pytest.approx(record["value"], abs=1e-6)
             if record["members"]:
                 mean = np.mean([m["score"] for m in record["members"]])
@@ -162,7 +170,13 @@ def test_suggest_explain_prints_each_suggestion_with_its_explanation(
         assert len(parts) == 6  # mean_logit … concept_trust
         total = next(ln for ln in body if "= mean value" in ln)
         assert float(total.split()[3]) == pytest.approx(sum(parts), abs=6 * 5e-5)
-        assert body[-1].endswith(f"= {score:.4f}") and "mean over the members" in body[-1]
+        # The model's score, then (a calibrated model) that score calibrated: the one served.
+        assert body[-1].endswith(f"= {score:.4f}")
+        members = next(ln for ln in body if "mean over the members" in ln)
+        model_score = float(members.rsplit("= ", 1)[1])
+        if body[-1] != members:
+            assert body[-1].startswith("    score = calibrated on held-out documents(")
+            assert f"({model_score:.4f})" in body[-1]
 
 
 def test_suggest_explain_of_a_source_project_says_there_is_nothing_to_take_apart(

@@ -240,7 +240,7 @@ def error_cases() -> list[tuple[str, str]]:
         (
             project("nodes = 100"),
             "project 'p': unknown parameter 'nodes' for backend 'kuoro'. Did you mean "
-            "'hidden_size'? Allowed: batch_size, concept_l2, ",
+            "'hidden_size'? Allowed: batch_size, calibration, concept_l2, ",
         ),
         (
             project("dropout_rate = 0.2"),
@@ -251,7 +251,7 @@ def error_cases() -> list[tuple[str, str]]:
         (
             project("lr = 0.1", "mean"),
             "unknown parameter 'lr' for backend 'mean'. 'lr' is a parameter of backend fasttext. "
-            "Allowed: seed, sources, validation",
+            "Allowed: calibration, seed, sources, validation",
         ),
         (
             project("lmdb_map_size = 1024"),
@@ -690,7 +690,7 @@ class TestTyposAndAllErrors:
         assert f"unknown parameter '{key}' for backend 'tfidf'. Did you mean '{meant}'?" in message
         assert (
             "Allowed: min_df, ngram_max, sublinear_tf, top_k; and in every project: name, "
-            "language, vocab, backend, analyzer, limit, access, allow_learn"
+            "language, vocab, backend, analyzer, limit, access, allow_learn, thresholds"
         ) in message
 
     def test_every_error_of_a_file_is_reported_at_once(self, tmp_path: Path) -> None:

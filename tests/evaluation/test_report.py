@@ -63,7 +63,7 @@ max_epochs = 1
 hidden_size = 8
 members = 2
 """
-PLOTTED = ("training", "limits", "sources", "search")
+PLOTTED = ("training", "limits", "calibration", "sources", "search")
 
 
 @pytest.fixture(scope="module")

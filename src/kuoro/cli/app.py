@@ -208,6 +208,7 @@ def show_project(obj: Context, project_id: str) -> None:
         ("limit", str(p.limit)),
         ("access", p.access),
         ("allow_learn", str(p.allow_learn).lower()),
+        ("thresholds", p.thresholds),
     ]
     if p.sources:
         rows.append(("sources", ", ".join(f"{s.project_id}:{s.weight:.3g}" for s in p.sources)))

@@ -23,11 +23,20 @@ from kuoro.cli.context import (
 )
 from kuoro.corpus.documents import Corpus
 from kuoro.errors import KuoroError
+from kuoro.evaluation.concept_thresholds import (
+    DEFAULT_MIN_SUPPORT,
+    DEFAULT_SHRINKAGE,
+    DEFAULT_SUPPORT,
+    SHRINKAGES,
+    SUPPORTS,
+    learn_concept_thresholds,
+)
 from kuoro.evaluation.evaluate import evaluate, suggestion_batches
 from kuoro.evaluation.metrics import ANNIF_ORDER
-from kuoro.evaluation.optimize import GridAccumulator, best_point
+from kuoro.evaluation.optimize import GridAccumulator, GridPoint, best_point
 from kuoro.project.batch import Engine, LocalEngine
 from kuoro.project.cluster import ClusterSpec
+from kuoro.project.thresholds import current_model_version
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -141,7 +150,11 @@ def eval_command(
 ) -> None:
     """Evaluate PROJECT_ID on documents with gold subjects and print the metrics.
 
-    The metrics are those of `annif eval`, with the same names and definitions.
+    The metrics are those of `annif eval`, with the same names and definitions, and Kuoro's
+    extra ones; among them the expected calibration error: the gap between the predictions'
+    scores and the share of them that is correct, over each document's --limit best
+    suggestions in 10 equal-width score bins (0: the scores are probabilities). A project
+    with thresholds = "per-concept" cuts its suggestions by each concept's threshold too.
     """
     project = configured_project(obj, project_id, backend_params)
     language = check_label_language(project, label_language)
@@ -151,7 +164,12 @@ def eval_command(
     total = corpus_size(corpus, docs_limit)
     with open_engine(obj, jobs, cluster) as engine:
         _load_here(project, engine)
-        batches = suggestion_batches(project, documents, limit=docs_limit, engine=engine)
+        batches = (
+            (batch, project.apply_thresholds(rows))
+            for batch, rows in suggestion_batches(
+                project, documents, limit=docs_limit, engine=engine
+            )
+        )
         evaluation = evaluate(
             with_progress(batches, "evaluating", obj.show_progress, total),
             limit=limit,
@@ -317,6 +335,29 @@ _OPTIMIZED: tuple[tuple[Literal["precision", "recall", "f1"], str], ...] = (
     help="Write every point of the grid to this TSV file.",
 )  # fmt: skip
 @docs_limit_option
+@click.option(
+    "--per-concept", is_flag=True,
+    help="Also learn a threshold per concept at the best limit and threshold, and save them "
+    "with the project for its current model (applied where the project has "
+    'thresholds = "per-concept").',
+)  # fmt: skip
+@click.option(
+    "--min-support", type=click.IntRange(1, 1_000_000), default=DEFAULT_MIN_SUPPORT,
+    show_default=True,
+    help="With --per-concept: gold occurrences in CORPUS a concept needs for a threshold of "
+    "its own; one with fewer is shrunk towards the global threshold.",
+)  # fmt: skip
+@click.option(
+    "--shrinkage", type=click.Choice(SHRINKAGES), default=DEFAULT_SHRINKAGE, show_default=True,
+    help="With --per-concept: how a concept below --min-support is shrunk: blend (towards its "
+    "own in proportion to its support) or fallback (the global threshold).",
+)  # fmt: skip
+@click.option(
+    "--support", "support_from", type=click.Choice(SUPPORTS), default=DEFAULT_SUPPORT,
+    show_default=True,
+    help="With --per-concept: what counts towards a concept's support: its gold occurrences, "
+    "or also the documents where it is predicted wrongly (at the best limit and threshold).",
+)  # fmt: skip
 @backend_param_option
 @pass_context
 def optimize_command(
@@ -330,16 +371,27 @@ def optimize_command(
     show_grid: bool,
     grid_file: Path | None,
     docs_limit: int | None,
+    per_concept: bool,
+    min_support: int,
+    shrinkage: str,
+    support_from: str,
     backend_params: Sequence[str],
 ) -> None:
     """Find the limit and threshold that give PROJECT_ID its best F1 on CORPUS.
 
     Suggests for each document once, then evaluates document-average precision, recall and F1
     (as `annif optimize` does) at every limit and threshold.
+
+    With --per-concept it then learns each concept's own threshold at the best limit (see the
+    README, "Per-concept thresholds") and saves them in the data directory for the project's
+    current model; a retrained model does not use them. Learn them on held-out documents
+    (e.g. validate.tsv): the F1 printed for them is on CORPUS itself.
     """
     project = configured_project(obj, project_id, backend_params)
     documents = Corpus(list(corpus), project.vocabulary, language=project.config.language)
     grid = GridAccumulator(limits, thresholds)
+    version = current_model_version(project.datadir, project_id) if per_concept else None
+    kept: list[tuple[sp.csr_matrix, list[tuple[int, ...]]]] = []
     with open_engine(obj, jobs, cluster) as engine:
         batches = _scored_batches(
             obj,
@@ -352,6 +404,8 @@ def optimize_command(
         started = time.perf_counter()
         for rows, gold in batches:
             grid.update(rows, gold)
+            if per_concept:
+                kept.append((rows, gold))
         seconds = time.perf_counter() - started
     if not grid.documents:
         raise KuoroError("no documents to evaluate")
@@ -381,6 +435,61 @@ def optimize_command(
         ]
         write_text(grid_file, "".join(lines))
         log.info("grid written to %s", grid_file)
+    if version is not None:
+        _learn_per_concept(
+            project, kept, best, version, thresholds, min_support, shrinkage, support_from
+        )
+
+
+def _learn_per_concept(
+    project: Project,
+    scored: Sequence[tuple[sp.csr_matrix, list[tuple[int, ...]]]],
+    best: GridPoint,
+    version: str,
+    candidates: Sequence[float],
+    min_support: int,
+    shrinkage: str,
+    support_from: str,
+) -> None:
+    """Learn per-concept thresholds at the best point and save them for model ``version``."""
+    import scipy.sparse as sp
+
+    if current_model_version(project.datadir, project.project_id) != version:
+        raise KuoroError(
+            f"project '{project.project_id}' was trained again while it was being optimized: "
+            "run optimize again"
+        )
+    rows = sp.vstack([r for r, _ in scored], format="csr")
+    gold = [g for _, batch_gold in scored for g in batch_gold]
+    learnt = learn_concept_thresholds(
+        rows,
+        gold,
+        limit=best.limit,
+        threshold=best.threshold,
+        model_version=version,
+        candidates=candidates,
+        min_support=min_support,
+        shrinkage=shrinkage,
+        support_from=support_from,
+    )
+    found = learnt.thresholds
+    path = project.datadir.thresholds_path(project.project_id)
+    found.save(path)
+    supported = int((found.support >= min_support).sum())
+    counted = "gold occurrences" if support_from == "gold" else "gold or wrong predictions"
+    click.echo(
+        f"Per-concept thresholds at limit {best.limit}: {found.changed()} concepts differ from "
+        f"the global {_threshold(best.threshold)} ({supported} concepts have at least "
+        f"{min_support} {counted}; shrinkage {shrinkage})"
+    )
+    click.echo(
+        f"{'F1 score (doc avg):':<28}{learnt.f1:.4f}  per-concept, "
+        f"{learnt.global_f1:.4f} global (on this corpus, which they were learnt on)"
+    )
+    click.echo(
+        f"Saved to {path} for model {version}; applied where project "
+        f"'{project.project_id}' has thresholds = \"per-concept\" (use --limit {best.limit})"
+    )
 
 
 def _threshold(value: float) -> str:

@@ -30,6 +30,7 @@ PROJECT_KEYS = (
     "limit",
     "access",
     "allow_learn",
+    "thresholds",
 )
 
 
@@ -221,6 +222,15 @@ _SEED = _int(
     min=0,
     max=2**32 - 1,
 )
+# kuoro.fusion.calibration.CHOICES, which a test keeps in step with this.
+_CALIBRATION = ParamSpec(
+    "calibration",
+    str,
+    "auto",
+    "how the scores are made probabilities on the held-out documents: auto = the method of "
+    "the lowest held-out log-loss in cross-validation",
+    choices=("auto", "temperature", "platt", "isotonic", "none"),
+)
 
 
 def _training(
@@ -347,6 +357,7 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 _SOURCES,
                 _VALIDATION,
                 _SEED,
+                _CALIBRATION,
             ),
             _backend(
                 "linear",
@@ -356,6 +367,7 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 _SOURCES,
                 _VALIDATION,
                 _SEED,
+                _CALIBRATION,
                 *_training(learning_rate=0.003, batch_size=256, max_epochs=10, patience=2),
             ),
             _backend(
@@ -366,6 +378,7 @@ BACKENDS: Mapping[str, BackendSpec] = MappingProxyType(
                 _SOURCES,
                 _VALIDATION,
                 _SEED,
+                _CALIBRATION,
                 _int("hidden_size", 64, "width of the hidden layer", max=4096),
                 # 0: on the protocol dropout 0.1 cost 0.006 nDCG@10 and 0.008 F1@5 (3 seeds)
                 # and a third of each epoch's time.
@@ -491,8 +504,10 @@ def join_errors(errors: list[str]) -> str:
 BEHAVIOUR_BEFORE_PARAMETER: Mapping[str, Mapping[str, object]] = MappingProxyType(
     {
         "omikuji": MappingProxyType({"sublinear_tf": True}),
+        # Fusion models trained before calibration existed give the model's raw scores.
+        **{backend: MappingProxyType({"calibration": "none"}) for backend in ("mean", "linear")},
         # Models trained before the co-occurrence columns read none.
-        "kuoro": MappingProxyType({"cooccurrence": "none"}),
+        "kuoro": MappingProxyType({"calibration": "none", "cooccurrence": "none"}),
     }
 )
 

@@ -27,6 +27,7 @@ class MeanParams:
 
     validation: float | int | str  # a fraction, a document count, or a corpus path
     seed: int
+    calibration: Literal["auto", "temperature", "platt", "isotonic", "none"]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ from kuoro.errors import ConfigError, NotFoundError
 
 ANALYZERS = ("simple", "snowball", "simplemma")
 ACCESS_LEVELS = ("public", "hidden", "private")
+# Which score threshold a suggestion must pass: the one given (--threshold, the REST API's
+# threshold), or each concept's own, learnt by `kuoro optimize --per-concept`.
+THRESHOLD_MODES = ("global", "per-concept")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 # A source's weight as written; weights are normalised to sum to 1.
@@ -65,6 +68,7 @@ class ProjectConfig:
     allow_learn: bool
     params: Mapping[str, object]  # the backend's parameters, defaults filled, sources excepted
     sources: tuple[SourceRef, ...]  # a fusion project's sources; () for a source project
+    thresholds: str = "global"  # one of THRESHOLD_MODES
 
     @property
     def kind(self) -> Literal["source", "fusion"]:
@@ -233,6 +237,14 @@ PROJECT_SETTINGS: Mapping[str, ParamSpec] = MappingProxyType(
             ),
             ParamSpec("access", str, "public", "who may use the project", choices=ACCESS_LEVELS),
             ParamSpec("allow_learn", bool, False, "whether `kuoro learn` may update the model"),
+            ParamSpec(
+                "thresholds",
+                str,
+                "global",
+                "the score threshold of suggestions: the one given (global), or each "
+                "concept's own, learnt by `kuoro optimize --per-concept` (per-concept)",
+                choices=THRESHOLD_MODES,
+            ),
         )
     }
 )
@@ -334,6 +346,7 @@ def _project(project_id: str, table: Mapping[str, object], folder: Path) -> _Che
         allow_learn=settings["allow_learn"] is True,
         params=MappingProxyType(params),
         sources=refs,
+        thresholds=str(settings["thresholds"]),
     )
     return _Checked(config, [], refs, config.vocab)
 

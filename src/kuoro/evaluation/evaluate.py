@@ -21,6 +21,7 @@ from kuoro.evaluation.metrics import RankingMetrics, SubjectResult
 from kuoro.project.batch import BATCH_SIZE, Engine, document_ids, suggest_corpus
 from kuoro.project.project import Project
 from kuoro.sources.base import Suggester
+from kuoro.util.reliability import ReliabilityBins
 
 __all__ = ["Evaluation", "evaluate", "suggestion_batches"]
 
@@ -31,12 +32,15 @@ Batch = tuple[Sequence[Document], sp.csr_matrix]
 class Evaluation:
     """The metrics of ``annif eval`` (names as it prints them) and the counts of hits, false
     positives and false negatives; the documents scored and how long that took; each concept's
-    results (``subjects``, most frequent gold subjects first)."""
+    results (``subjects``, most frequent gold subjects first) and the predictions' reliability
+    bins."""
 
     metrics: dict[str, float]
     documents: int
     seconds: float
     subjects: list[SubjectResult] = field(repr=False)
+    # The predictions' scores against their correctness, binned (a reliability diagram).
+    reliability: ReliabilityBins | None = field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> float:
         return self.metrics[name]
@@ -96,4 +100,5 @@ def evaluate(
         metrics.documents,
         seconds,
         metrics.subject_results(),
+        metrics.reliability(),
     )

@@ -18,6 +18,9 @@ A document's predictions are its ``limit`` best suggestions with score ≥ ``thr
   subjects, then over documents; a document without gold scores 1. On a dense score matrix
   with distinct positive scores this is scikit-learn's LRAP less 1/V per unpredicted gold
   subject (V concepts), which tends to 0 as the vocabulary grows.
+- Expected calibration error (ECE): how far the predictions' scores are from the share of
+  them that is correct, in 10 equal-width score bins over [0, 1]: Σ_b (n_b / N) ·
+  |correct share_b − mean score_b| over the N predictions (``kuoro.util.reliability``).
 - True positives, False positives, False negatives: predictions summed over all documents.
 
 Per-concept counts live in vocabulary-sized integer arrays; nothing here builds a
@@ -33,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from kuoro.util.ranking import rank_row
+from kuoro.util.reliability import ReliabilityBins
 
 AT_K = (1, 3, 5)
 NDCG_AT = (5, 10)
@@ -65,6 +69,7 @@ ANNIF_ORDER = (
     "F1@1",
     "F1@3",
     "LRAP",
+    "Expected calibration error",
     "True positives",
     "False positives",
     "False negatives",
@@ -139,6 +144,8 @@ class RankingMetrics:
     _support: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _predicted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _hits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # The predictions' scores against their correctness, for the calibration error.
+    _reliability: ReliabilityBins = field(default_factory=ReliabilityBins)
 
     def update(self, suggestions: sp.csr_matrix, gold: Sequence[Iterable[int]]) -> None:
         """Add a batch: one sparse suggestion row and one gold id set per document."""
@@ -151,13 +158,14 @@ class RankingMetrics:
         gold_ids: list[np.ndarray] = []
         for i, document_gold in enumerate(gold):
             start, end = suggestions.indptr[i], suggestions.indptr[i + 1]
-            predicted = ranked_predictions(
+            predicted, scores = rank_row(
                 suggestions.indices[start:end], suggestions.data[start:end], self.limit,
                 self.threshold,
             )  # fmt: skip
             gold_set = set(document_gold)
             hits = np.fromiter((p in gold_set for p in predicted), bool, count=len(predicted))
             self._add(_metrics_from_hits(hits, len(gold_set)))
+            self._reliability.update(scores, hits)
             predicted_ids.append(predicted)
             hit_ids.append(predicted[hits])
             gold_ids.append(np.fromiter(gold_set, np.int64, count=len(gold_set)))
@@ -193,7 +201,12 @@ class RankingMetrics:
         n = max(self.documents, 1)
         out = {name: total / n for name, total in self._sums.items()}
         out.update(self._subject_averages())
+        out["Expected calibration error"] = self._reliability.ece()
         return out
+
+    def reliability(self) -> ReliabilityBins:
+        """The predictions counted in score bins (for a reliability diagram)."""
+        return self._reliability
 
     def counts(self) -> dict[str, int]:
         """True/false positives and false negatives over all documents, and the documents."""

@@ -32,6 +32,8 @@ from kuoro.config.params import FusionParams, fusion_params
 from kuoro.corpus.documents import Corpus, Document
 from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.errors import KuoroError, ModelError
+from kuoro.fusion.calibration import Calibration
+from kuoro.fusion.calibration_points import calibrate_on_held_out
 from kuoro.fusion.candidates import ConceptPrior
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.fit import FitInfo, fit_fusion
@@ -57,7 +59,7 @@ _BATCH = 64
 # same objects within a process, never for others that may hold other models.
 _SESSION = uuid.uuid4().hex
 _SAVED = "fusion.json"
-_NUMPY, _PRIOR = "fusion.npz", "prior.npz"
+_NUMPY, _PRIOR, _CALIBRATION = "fusion.npz", "prior.npz", "calibration.npz"
 
 
 class FittedSource(Protocol):
@@ -178,11 +180,29 @@ class Fusion:
                     validation_store=held_out,
                     callbacks=callbacks,
                 )
+                self._set_state(model, info, train.top_k)
+                # Calibrated on the held-out documents, never on those trained on.
+                if held_out is not None:
+                    store_of, positions = held_out, np.arange(len(held_out), dtype=np.int64)
+                else:
+                    store_of, positions = train, info.validation_positions
+                self.calibration_ = calibrate_on_held_out(
+                    self.numpy_model_,
+                    store_of,
+                    positions,
+                    ConceptPrior.from_counts(self.prior_),
+                    requested=params.calibration,
+                    seed=params.seed,
+                )
+                self._predictor.calibration = self._calibration()
             finally:
                 if held_out is not None:
                     held_out.close()
-        self._set_state(model, info, train.top_k)
         return self
+
+    def _calibration(self) -> Calibration | None:
+        chosen = self.calibration_.calibration
+        return None if chosen.method == "none" else chosen
 
     def _weights(self) -> list[float]:
         weights = self.weights or [1.0] * len(self.sources)
@@ -270,6 +290,9 @@ class Fusion:
         self.numpy_model_.save(directory / _NUMPY)
         with atomic_write(directory / _PRIOR) as out:
             np.savez(out, counts=self.prior_)
+        (directory / _CALIBRATION).unlink(missing_ok=True)
+        if self._predictor.calibration is not None:
+            self._predictor.calibration.save(directory / _CALIBRATION)
         described = {
             "format": "kuoro-fusion-estimator",
             "format_version": 1,
@@ -314,6 +337,11 @@ class Fusion:
             ConceptPrior.from_counts(prior),
             n_concepts=len(prior),
             top_k=int(described["top_k"]),
+            calibration=(
+                Calibration.load(directory / _CALIBRATION)
+                if (directory / _CALIBRATION).is_file()
+                else None
+            ),
         )
         return fusion
 

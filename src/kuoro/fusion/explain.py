@@ -67,7 +67,8 @@ class Explanation(TypedDict):
     kind: Literal["fusion"]
     family: str
     transform: str  # "sigmoid", or "identity" (mean): how the value becomes the score
-    score: float
+    score: float  # as served: the model's score, calibrated where the model has a calibration
+    model_score: float  # the model's own score, before any calibration
     value: float  # the value before the transform (members: their mean)
     parts: dict[str, float]  # add up to ``value``
     weighted_mean: float | None  # mean, kuoro: Σ_s weight_s · score_s
@@ -182,6 +183,7 @@ def _record(
         "family": model.family,
         "transform": model.transform,
         "score": score,
+        "model_score": float(member_scores.mean()),
         "value": float(values[:, j].mean()),
         "parts": {name: float(t[:, j].mean()) for name, t in parts.terms.items()},
         "weighted_mean": None if mean is None else float(mean[:, j].mean()),
@@ -240,14 +242,22 @@ def explanation_lines(record: Explanation | dict[str, Any], indent: str = "    "
         lines.append(f"{indent}{name.ljust(width)}  {value:+.4f}  {words}".rstrip())
     what = "mean value" if members else "value"
     lines.append(f"{indent}{'= ' + what:<{width}}  {record['value']:+.4f}{averaged}")
+    model_score = record.get("model_score", record["score"])
+    calibrated = abs(model_score - record["score"]) > 5e-7
+    name = "model score" if calibrated else "score"
     if members:
         each = ", ".join(f"{m['value']:+.4f}" for m in members)
         lines.append(
-            f"{indent}score = mean over the members of {record['transform']}"
-            f"({each}) = {record['score']:.4f}"
+            f"{indent}{name} = mean over the members of {record['transform']}"
+            f"({each}) = {model_score:.4f}"
         )
     elif record["transform"] == "identity":
-        lines.append(f"{indent}score = value = {record['score']:.4f}")
+        lines.append(f"{indent}{name} = value = {model_score:.4f}")
     else:
-        lines.append(f"{indent}score = {record['transform']}(value) = {record['score']:.4f}")
+        lines.append(f"{indent}{name} = {record['transform']}(value) = {model_score:.4f}")
+    if calibrated:
+        lines.append(
+            f"{indent}score = calibrated on held-out documents({model_score:.4f}) = "
+            f"{record['score']:.4f}"
+        )
     return lines

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from kuoro.fusion.calibration import Calibration, calibrate_candidates
 from kuoro.fusion.candidates import Candidates, ConceptPrior, build_candidates
 from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.fusion.numpy_model import NumpyFusion
@@ -46,7 +47,8 @@ class FusionPredictor:
 
     ``model`` is a ``NumpyFusion`` (serving: no torch) or a torch fusion model. Each row keeps
     the document's ``keep`` best candidates (however many the caller's ``limit`` later shows),
-    over the ``n_concepts`` the model was trained with.
+    over the ``n_concepts`` the model was trained with. ``calibration``: maps the model's
+    scores to probabilities (ranking them alike); None gives the raw scores.
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class FusionPredictor:
         top_k: int,
         keep: int = 100,
         cooccurrence: SubjectCooccurrence | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.sources = list(sources)
+        self.calibration = calibration
         self.model = model if isinstance(model, NumpyFusion) else model.eval()
         self.prior = prior
         self.n_concepts = n_concepts
@@ -107,7 +111,15 @@ class FusionPredictor:
         )
 
     def candidate_scores(self, candidates: Candidates) -> np.ndarray:
-        """(m,) float32 the model's score of each candidate."""
+        """(m,) float32 the model's score of each candidate, calibrated if it has a
+        calibration."""
+        raw = self.raw_scores(candidates)
+        if self.calibration is None:
+            return raw
+        return calibrate_candidates(self.calibration, candidates.documents(), raw)
+
+    def raw_scores(self, candidates: Candidates) -> np.ndarray:
+        """(m,) float32 the model's own score of each candidate, before any calibration."""
         if isinstance(self.model, NumpyFusion):
             return self.model.predict_scores(candidates)
         import torch

@@ -117,5 +117,6 @@ def _what(datadir: DataDir, pid: str, path: Path) -> str:
         datadir.learn_store_path(pid): "learn store",
         datadir.checkpoint_dir(pid): "training checkpoint",
         datadir.hyperopt_storage(pid): "hyperparameter search",
+        datadir.thresholds_path(pid): "per-concept thresholds",
     }
     return names.get(path, "suggestion store of an earlier Kuoro")

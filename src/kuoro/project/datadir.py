@@ -108,11 +108,18 @@ class DataDir:
         """The default SQLite file of the project's hyperparameter search."""
         return self.project_dir(project_id).with_name(f"{project_id}.hyperopt.sqlite3")
 
+    def thresholds_path(self, project_id: str) -> Path:
+        """The per-concept thresholds ``kuoro optimize --per-concept`` learnt for the
+        project's model."""
+        return self.project_dir(project_id).with_name(f"{project_id}.thresholds.npz")
+
     def project_files(self, project_id: str) -> list[Path]:
         """What the project has in the data directory besides shared stores: its model
-        versions, learn store, training checkpoint and hyperparameter search."""
+        versions, learn store, training checkpoint, hyperparameter search and per-concept
+        thresholds."""
         candidates = [
             self.project_dir(project_id),
+            self.thresholds_path(project_id),
             self.legacy_store_path(project_id),
             self.legacy_validation_store_path(project_id),
             self.learn_store_path(project_id),

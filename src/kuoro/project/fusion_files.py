@@ -2,7 +2,9 @@
 
 A fusion model directory holds the model twice: ``model.pt`` (torch weights, for ``learn``)
 and ``fusion.npz`` (the same model as numpy arrays, see ``kuoro.fusion.numpy_model``), which is
-what suggesting reads; beside them the concept prior, the held-out split and the history.
+what suggesting reads; beside them the concept prior, the held-out split, the history and,
+for a model trained since calibration exists, ``calibration.npz`` (``kuoro.fusion.calibration``;
+absent: the raw scores).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import numpy as np
 
 from kuoro.config.projects import ProjectConfig
 from kuoro.errors import KuoroError, ModelError
+from kuoro.fusion.calibration import Calibration
 from kuoro.project.stores import model_fingerprint
 
 if TYPE_CHECKING:
     from kuoro.project.project import Project
 
 WEIGHTS, NUMPY, PRIOR = "model.pt", "fusion.npz", "prior.npz"
-SPLIT, HISTORY = "split.npz", "history.jsonl"
+SPLIT, HISTORY, CALIBRATION = "split.npz", "history.jsonl", "calibration.npz"
 ENGINES = ("numpy", "torch")
 
 
@@ -48,6 +51,19 @@ def load_prior(project: Project, version_dir: Path, n_concepts: int | None = Non
         raise ModelError(
             f"project '{project.project_id}': cannot read {version_dir / PRIOR}: {exc}; "
             f"retrain '{project.project_id}'"
+        ) from exc
+
+
+def load_calibration(project: Project, version_dir: Path) -> Calibration | None:
+    """The model's calibration, or None for a model saved without one (raw scores)."""
+    path = version_dir / CALIBRATION
+    if not path.is_file():
+        return None
+    try:
+        return Calibration.load(path)
+    except ModelError as exc:
+        raise ModelError(
+            f"project '{project.project_id}': {exc}; retrain '{project.project_id}'"
         ) from exc
 
 

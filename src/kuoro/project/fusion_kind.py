@@ -16,7 +16,13 @@ from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.predictor import FusionPredictor
 from kuoro.project.batch import Engine
 from kuoro.project.cooccurrence_files import load_table
-from kuoro.project.fusion_files import NUMPY, fusion_engine, load_prior, trained_sources
+from kuoro.project.fusion_files import (
+    NUMPY,
+    fusion_engine,
+    load_calibration,
+    load_prior,
+    trained_sources,
+)
 from kuoro.project.results import TrainingSummary
 
 if TYPE_CHECKING:
@@ -84,7 +90,8 @@ class FusionKind:
 
     def load(self, version_dir: Path, manifest: Mapping[str, Any]) -> FusionPredictor:
         """The trained model with its sources, ready to suggest: the numpy model, or torch's
-        when $KUORO_FUSION_ENGINE says so or the model was saved without ``fusion.npz``."""
+        when $KUORO_FUSION_ENGINE says so or the model was saved without ``fusion.npz``;
+        its scores calibrated when it was saved with a calibration."""
         project = self.project
         sources = self.sources(manifest)
         spec = manifest["model"]
@@ -108,6 +115,7 @@ class FusionKind:
             n_concepts=n_concepts,
             top_k=int(spec["top_k"]),
             cooccurrence=load_table(version_dir, n_concepts),
+            calibration=load_calibration(project, version_dir),
         )
 
     def changes_since_training(self, manifest: Mapping[str, Any]) -> list[str]:

@@ -35,6 +35,9 @@ from torch import nn
 from kuoro.config.params import KuoroParams, LinearParams, fusion_params
 from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.batches import StorePart
+from kuoro.fusion.calibration import CalibrationChoice
+from kuoro.fusion.calibration_points import calibrate_on_held_out
+from kuoro.fusion.candidates import ConceptPrior
 from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.fit import (
@@ -49,6 +52,7 @@ from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.project.batch import Engine
 from kuoro.project.cooccurrence_files import COOCCURRENCE, load_table, table_for_training
 from kuoro.project.fusion_files import (
+    CALIBRATION,
     HISTORY,
     NUMPY,
     PRIOR,
@@ -145,7 +149,14 @@ def train_fusion(
             "cooccurrence_documents": 0 if table is None else table.documents,
             **info.summary(),
         }
-        summary = _save(project, sources, model, info, training, scratch, started, store, table)
+        calibrate_on = (
+            StorePart(held_out, np.arange(len(held_out), dtype=np.int64))
+            if held_out is not None
+            else StorePart(store, info.validation_positions)
+        )
+        summary = _save(
+            project, sources, model, info, training, scratch, started, store, calibrate_on, table
+        )
     if checkpoints is not None:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return summary
@@ -252,7 +263,9 @@ def learn_fusion(
         if original is None:
             # Later learns cannot replay a store this model no longer matches.
             training["store_fingerprints"] = None
-        summary = _save(project, sources, model, info, training, scratch, started, new, table)
+        summary = _save(
+            project, sources, model, info, training, scratch, started, new, held_out, table
+        )
     if info.best_epoch == 0:
         log.warning(
             "no epoch beat the model learning started from on the held-out documents "
@@ -291,6 +304,38 @@ def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str,
     return model.eval()
 
 
+def _calibrate(
+    project: Project,
+    model: NumpyFusion,
+    held_out: StorePart,
+    prior_counts: np.ndarray,
+    table: SubjectCooccurrence | None,
+) -> CalibrationChoice:
+    """The calibration the project asks for, fitted on the held-out documents."""
+    params = project.config.fusion_params()
+    choice = calibrate_on_held_out(
+        model,
+        held_out.store,
+        held_out.positions,
+        ConceptPrior.from_counts(prior_counts),
+        requested=params.calibration,
+        seed=params.seed,
+        cooccurrence=table,
+    )
+    if choice.reason:
+        log.warning("project '%s': no calibration: %s", project.project_id, choice.reason)
+    measured = "; ".join(
+        f"{method} log-loss {values['log_loss']:.4f}, ECE {values['ece']:.4f}"
+        for method, values in choice.scores.items()
+    )
+    log.info(
+        "calibration: %s%s",
+        choice.calibration.describe(),
+        f" (held-out halves: {measured})" if measured else "",
+    )
+    return choice
+
+
 def _save(
     project: Project,
     sources: Sequence[Project],
@@ -300,11 +345,17 @@ def _save(
     scratch: Path,
     started: float,
     store: SuggestionStore,
+    held_out: StorePart,
     table: SubjectCooccurrence | None,
 ) -> TrainingSummary:
-    """Save the model as the project's new current version; ``store``: what it learnt from."""
-    seconds = time.perf_counter() - started
+    """Save the model as the project's new current version, calibrated on the ``held_out``
+    documents; ``store``: what it learnt from."""
     params = project.config.fusion_params()
+    # What suggesting reads: the same model as numpy arrays, so that it needs no torch.
+    numpy_model = NumpyFusion.from_arrays(export_arrays(model))
+    calibration = _calibrate(project, numpy_model, held_out, info.prior_counts, table)
+    training = {**training, "calibration": calibration.summary()}
+    seconds = time.perf_counter() - started
     metadata = {
         "project_id": project.project_id,
         "kind": "fusion",
@@ -339,8 +390,9 @@ def _save(
 
     def write_files(directory: Path) -> None:
         torch.save(model.state_dict(), directory / WEIGHTS)
-        # What suggesting reads: the same model as numpy arrays, so that it needs no torch.
-        NumpyFusion.from_arrays(export_arrays(model)).save(directory / NUMPY)
+        numpy_model.save(directory / NUMPY)
+        if calibration.calibration.method != "none":
+            calibration.calibration.save(directory / CALIBRATION)
         np.savez(directory / PRIOR, counts=info.prior_counts)
         if table is not None:
             table.save(directory / COOCCURRENCE)
@@ -358,8 +410,8 @@ def _save(
         if info.best_epoch is None
         else f"{plural(info.epochs, 'epoch')}, best {info.best_epoch}"
     )
-    held_out = plural(info.validation_documents, "held-out document")
-    report = f"{info.train_documents} training and {held_out}; {trained}; " + ", ".join(
+    held_out_documents = plural(info.validation_documents, "held-out document")
+    report = f"{info.train_documents} training and {held_out_documents}; {trained}; " + ", ".join(
         f"{k} {v:.4f}" for k, v in info.metrics.items()
     )
     log.info("%s", report)

@@ -32,6 +32,7 @@ from kuoro.project.fusion_kind import FusionKind
 from kuoro.project.model_files import read_model
 from kuoro.project.results import Suggestion, TrainingSummary
 from kuoro.project.source_kind import SUGGEST_TIME_PARAMS, SourceKind
+from kuoro.project.thresholds import ConceptThresholds, thresholds_for_model
 from kuoro.sources.base import Suggester
 from kuoro.util.locks import FileLock
 from kuoro.util.ranking import rank_row
@@ -72,6 +73,7 @@ class Project:
             FusionKind(self) if config.kind == "fusion" else SourceKind(self)
         )
         self.last_fit: FitInfo | None = None  # what the latest fusion training did
+        self.model_version: str | None = None  # the version directory of the loaded model
         if vocabulary is not None:
             if vocabulary.name != config.vocab:
                 raise ValueError(f"vocabulary '{vocabulary.name}' given for '{config.vocab}'")
@@ -172,11 +174,32 @@ class Project:
         """The trained model, loaded once; it is checked against the vocabulary and config."""
         version_dir, manifest = read_model(self.model_dir, self.project_id, self.kind.name)
         self._check_manifest(manifest)
-        return self.kind.load(version_dir, manifest)
+        model = self.kind.load(version_dir, manifest)
+        self.model_version = version_dir.name
+        return model
 
     def forget_model(self) -> None:
         """Drop the loaded model: the next suggestion loads the current one."""
         self.__dict__.pop("model", None)
+        self.__dict__.pop("concept_thresholds", None)
+
+    @cached_property
+    def concept_thresholds(self) -> ConceptThresholds | None:
+        """The per-concept thresholds the project applies: those learnt for its model when it
+        is configured with ``thresholds = "per-concept"``, else None (also, with a warning,
+        when they were learnt for an earlier model); ModelError when none were learnt."""
+        if self.config.thresholds != "per-concept":
+            return None
+        _ = self.model  # the version the thresholds must belong to
+        assert self.model_version is not None  # set as the model loads
+        path = self.datadir.thresholds_path(self.project_id)
+        return thresholds_for_model(self.project_id, path, self.model_version)
+
+    def apply_thresholds(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        """Suggestion rows (of ``suggest``) cut by the per-concept thresholds the project
+        applies; unchanged for a project with a global threshold."""
+        thresholds = self.concept_thresholds
+        return sp.csr_matrix(rows) if thresholds is None else thresholds.apply(rows)
 
     def _check_manifest(self, manifest: dict[str, Any]) -> None:
         pid = self.project_id
@@ -237,7 +260,10 @@ class Project:
         return matrix
 
     def ranked(self, row: sp.csr_matrix, *, limit: int, threshold: float = 0.0) -> list[Suggestion]:
-        """One document's suggestions as (uri, label, notation, score), best first."""
+        """One document's suggestions as (uri, label, notation, score), best first: its
+        ``limit`` best with score ≥ ``threshold`` and, when the project applies per-concept
+        thresholds, ≥ their concept's threshold."""
+        row = self.apply_thresholds(row)
         ids, scores = rank_row(row.indices, row.data, limit, threshold)
         vocab = self.vocabulary
         language = self.config.language if self.config.language in vocab.languages else None

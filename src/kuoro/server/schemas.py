@@ -70,12 +70,14 @@ class MemberPart(BaseModel):
 class FusionExplanation(BaseModel):
     """A fused score taken apart: ``parts`` add up to ``value``, the value before the output
     ``transform`` (averaged over ``members`` when there are several; the score is then the
-    members' mean score)."""
+    members' mean score, ``model_score``; ``score`` is that calibrated where the model has a
+    calibration)."""
 
     kind: Literal["fusion"]
     family: str
     transform: str
     score: float
+    model_score: float
     value: float
     parts: dict[str, float]
     weighted_mean: float | None

@@ -164,6 +164,7 @@ class ServedProject:
             try:
                 project = self._new_project()
                 _ = project.model  # the model itself, loaded and checked
+                _ = project.concept_thresholds  # and its thresholds, if it applies its own
                 _warm_up(project)
             except KuoroError as exc:
                 self._fail(str(exc), stamp)
@@ -282,6 +283,7 @@ class ServedProject:
                         rows, explainer = suggest_explained(project, texts, document_ids)
                     else:
                         rows = project.suggest(texts, document_ids)
+                    rows = project.apply_thresholds(rows)
                 except KuoroError as exc:
                     raise problem_for(exc, self.datadir) from exc
         total = time.perf_counter() - started

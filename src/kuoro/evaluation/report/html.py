@@ -14,6 +14,7 @@ from kuoro.evaluation.report.gather import TOP, Gathered, History, Search
 from kuoro.evaluation.report.plots import (
     Plot,
     plot_grid,
+    plot_reliability,
     plot_search,
     plot_sources,
     plot_training,
@@ -164,6 +165,28 @@ def _limits_section(gathered: Gathered, limit: int) -> str:
         "smaller share of them is correct (precision). Right: a higher score threshold drops "
         f"doubtful suggestions. The dotted line is the limit of this report ({limit}); the "
         "star marks the best F1 (balance of precision and recall) on each curve."
+    )
+
+
+def _calibration_section(gathered: Gathered, limit: int) -> str:
+    bins = gathered.evaluation.reliability
+    if bins is None or not bins.total:
+        return _note("Nothing was suggested: there are no scores to compare.")
+    chosen = gathered.manifest.get("training", {}).get("calibration", {}).get("method")
+    if gathered.manifest.get("kind") == "source":
+        how = "A source project's scores are its own: only fusion models are calibrated."
+    elif chosen is None:
+        how = "The model's scores are its own: it was saved without a calibration."
+    elif chosen == "none":
+        how = "The model's scores are its own: no calibration was fitted."
+    else:
+        how = f"The model's scores are calibrated ({_e(chosen)}) on its held-out documents."
+    return _img(plot_reliability(bins, limit)) + _note(
+        f"{how} A score reads as a probability when the bars reach the diagonal: of the "
+        "suggestions scored about 0.7, about 70% are correct. Expected calibration error "
+        f"(ECE, {bins.n_bins} equal-width score bins over each document's {limit} best "
+        f"suggestions): {_number(bins.ece())}, the gap between score and share correct, "
+        "averaged over the suggestions; 0 is perfect."
     )
 
 
@@ -394,6 +417,7 @@ SECTIONS = (
     ("summary", "Summary"),
     ("training", "Training"),
     ("limits", "Precision and recall against limit and threshold"),
+    ("calibration", "Scores as probabilities"),
     ("sources", "What each source contributes"),
     ("subjects", "Subjects served worst"),
     ("search", "Hyperparameter search"),
@@ -410,6 +434,7 @@ def render(project: Project, gathered: Gathered, corpus_paths: Sequence[Path], l
         "summary": _headline(gathered, corpus, limit),
         "training": _training_section(gathered.history, manifest),
         "limits": _limits_section(gathered, limit),
+        "calibration": _calibration_section(gathered, limit),
         "sources": _sources_section(gathered),
         "subjects": _subjects_section(gathered, labels),
         "search": _search_section(project, gathered.search),

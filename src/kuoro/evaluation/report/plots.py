@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from kuoro.evaluation.optimize import GridPoint, best_point
 from kuoro.evaluation.report.gather import LIMITS, TOP, Contribution
 from kuoro.evaluation.search_results import MIN_IMPORTANCE_TRIALS, HyperoptResult
+from kuoro.util.reliability import ReliabilityBins
 from kuoro.util.wording import plural
 
 COLOURS = {"precision": "#1f77b4", "recall": "#ff7f0e", "f1": "#2ca02c"}
@@ -209,3 +210,38 @@ def plot_search(result: HyperoptResult, trials: Sequence[Any]) -> Plot:
         )  # fmt: skip
     importance_ax.set(title="Parameter importance (fANOVA)", xlabel="Share of the variation")
     return png(figure, "trial scores and parameter importances of the hyperparameter search")
+
+
+def plot_reliability(bins: ReliabilityBins, limit: int) -> Plot:
+    """The reliability diagram: each score bin's share of correct suggestions against its mean
+    score (the diagonal is perfect calibration), and how many suggestions fall in each bin."""
+    figure, (diagram_ax, count_ax) = _figure(10, 3.8, panels=2)
+    edges = np.linspace(0, 1, bins.n_bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = 1 / bins.n_bins
+    filled = bins.counts > 0
+    diagram_ax.plot([0, 1], [0, 1], ":", color="#888888", label="perfect calibration")
+    diagram_ax.bar(
+        centres[filled], bins.accuracy()[filled], width=width * 0.9, color=COLOURS["precision"],
+        alpha=0.75, label="share correct",
+    )  # fmt: skip
+    diagram_ax.plot(
+        bins.confidence()[filled], bins.accuracy()[filled], "o-", color=COLOURS["recall"],
+        markersize=4, label="at the bin's mean score",
+    )  # fmt: skip
+    diagram_ax.set(
+        title=f"Share correct against score (ECE {bins.ece():.3f})",
+        xlabel="Score of a suggestion",
+        ylabel="Share of them correct",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    diagram_ax.legend(frameon=False, loc="upper left")
+    count_ax.bar(centres, bins.counts, width=width * 0.9, color=COLOURS["f1"])
+    count_ax.set(
+        title=f"Suggestions per score bin (each document's {limit} best)",
+        xlabel="Score of a suggestion",
+        ylabel="Suggestions",
+        xlim=(0, 1),
+    )
+    return png(figure, "reliability diagram: share of correct suggestions against their score")
