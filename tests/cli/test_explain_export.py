@@ -276,8 +276,10 @@ def test_the_readmes_onnx_example_runs_as_written(
     candidates, scores = names["candidates"], names["scores"]
     predictor = open_project(workspace, "fusion-kuoro").model
     assert isinstance(predictor, FusionPredictor) and len(scores) > 10
-    # The numpy model, on the same candidates with their prior column filled.
-    full = build_candidates(names["rows"], None, predictor.prior, top_k=predictor.top_k)
+    # The numpy model, on the candidates Kuoro builds when suggesting (the prior column
+    # filled, the co-occurrence columns from the table the model trained with).
+    assert predictor.cooccurrence is not None and names["table"] is not None
+    full = predictor.candidates(names["rows"])
     assert (full.concepts == candidates.concepts).all()
     np.testing.assert_allclose(scores, predictor.model.predict_scores(full), atol=1e-5)
     assert set(names["best"]) == {0, 1}

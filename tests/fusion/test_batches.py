@@ -102,3 +102,25 @@ def test_documents_outside_the_parts_are_never_read(store: SuggestionStore) -> N
         concatenate(list(candidate_batches(store, held, 16, source_of(store), training=True)))
     )
     assert held_docs and not set(held_docs) & set(trained)
+
+
+def test_parts_too_large_to_keep_are_streamed_without_building_them_first(
+    store: SuggestionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = [StorePart(store, np.arange(len(store)))]
+    built: list[int] = []
+    real = CandidateSource.batch
+
+    def counting(self: CandidateSource, *args: object, **kwargs: object) -> CandidateBatch:
+        batch = real(self, *args, **kwargs)  # type: ignore[arg-type]
+        built.append(batch.n_docs)
+        return batch
+
+    monkeypatch.setattr(CandidateSource, "batch", counting)
+    # Room for a few documents only: the first batch says they will not fit.
+    small = Epochs(parts, 16, source_of(store), 0, torch.device("cpu"), cache_bytes=100_000)
+    streamed = list(small.epoch(0))
+    assert small._cached is None
+    # One batch read to judge, then the epoch streamed in batches of 16: nothing kept.
+    assert built[0] <= 256 and sum(built[1:]) == len(store)
+    assert sum(b.n_docs for b in streamed) == len(store)

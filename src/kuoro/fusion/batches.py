@@ -23,8 +23,8 @@ from kuoro.fusion.tensors import CandidateBatch, to_batch
 from kuoro.store.suggestion_store import StoreBatch, SuggestionStore
 
 # The most memory the training candidates may take to be kept between epochs (about 40 MB
-# per 1,000 documents with four sources of 100 suggestions).
-CACHE_BYTES = 4 * 2**30
+# per 1,000 documents with four sources of 100 suggestions: some 25,000 documents).
+CACHE_BYTES = 2**30
 _BUILD_BATCH = 256
 
 
@@ -170,13 +170,17 @@ class Epochs:
         return batches
 
     def _build(self) -> CandidateBatch | None:
-        """Every part's candidates as one batch, or None when they would not fit."""
+        """Every part's candidates as one batch, or None when they would not fit (judged
+        from the first batch, then checked as they come)."""
         built: list[CandidateBatch] = []
         size = 0.0
+        documents = sum(len(part) for part in self.parts)
         for part in self.parts:
             for batch in candidate_batches(
                 part.store, part.positions, _BUILD_BATCH, self.source, training=True
             ):
+                if not built and _bytes_per_document(batch) * documents > self.cache_bytes:
+                    return None
                 built.append(batch)
                 size += _bytes_per_document(batch) * batch.n_docs
                 if size > self.cache_bytes:

@@ -12,6 +12,7 @@ import numpy as np
 from kuoro.errors import KuoroError
 from kuoro.fusion.candidates import ConceptPrior
 from kuoro.fusion.numpy_model import NumpyFusion
+from kuoro.project.cooccurrence_files import load_table
 from kuoro.project.fusion_files import NUMPY, load_prior
 from kuoro.project.model_files import read_model
 
@@ -35,6 +36,9 @@ def export_onnx(project: Project, path: Path) -> Exported:
     (layout: ``kuoro.fusion.onnx_export``), with the prior it was trained with, so that the
     graph needs the candidates' features and concept ids alone.
 
+    A model trained with a subject co-occurrence table gets it beside the file
+    (``cooccurrence_file(path)``; metadata ``cooccurrence``): the caller computes the
+    candidates' co-occurrence columns with it, as Kuoro does when suggesting.
     KuoroError (one line) for a source project, an untrained one, or without ``onnx``.
     """
     pid = project.project_id
@@ -65,9 +69,19 @@ def export_onnx(project: Project, path: Path) -> Exported:
         "sources": json.dumps(sources),
         "top_k": str(manifest["model"]["top_k"]),
         "n_concepts": str(n_concepts),  # also for mean, which reads no concept
+        "cooccurrence": "",
     }
+    table = load_table(version_dir, n_concepts)
+    if table is not None:
+        table.save(cooccurrence_file(path))
+        metadata["cooccurrence"] = cooccurrence_file(path).name
     write_onnx(onnx_model(model, prior=prior, metadata=metadata), path)
     return Exported(path, path.stat().st_size, model.family, model.n_members, sources)
+
+
+def cooccurrence_file(onnx_path: Path) -> Path:
+    """Where ``export_onnx`` writes the model's co-occurrence table: beside the ONNX file."""
+    return onnx_path.with_name(onnx_path.name + ".cooccurrence.npz")
 
 
 def _numpy_model(project: Project, version_dir: Path, manifest: dict[str, Any]) -> NumpyFusion:
