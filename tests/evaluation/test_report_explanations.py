@@ -79,6 +79,11 @@ def test_each_worst_documents_suggestion_is_explained(workspace: Path, tmp_path:
             assert len(parts) == 6 and sum(parts) == pytest.approx(value, abs=6 * 5e-5)
             score = float(re.search(r"\) = ([0-9.]+)</div>", item)[1])
             assert score == pytest.approx(shown, abs=0.0055)  # both rounded: 2 and 3 decimals
+            # A calibrated model: its own score (what the parts make), then that calibrated.
+            calibrated = re.search(r"calibrated on held-out documents\(([0-9.]+)\)", item)
+            if calibrated:
+                own = float(re.search(r"model score = .*?\) = ([0-9.]+)<br>", item)[1])
+                assert own == float(calibrated[1])
             explained += 1
     assert explained >= WORST_DOCUMENTS
     assert "<em>why</em>" in body

@@ -60,16 +60,25 @@ def explanation_html(record: Mapping[str, Any] | None) -> str:
         for name, value in record["parts"].items()
     ]
     part_rows.append(["<strong>= value</strong>", f"<strong>{record['value']:+.4f}</strong>", ""])
+    model_score = float(record.get("model_score", record["score"]))
+    calibrated = abs(model_score - record["score"]) > 5e-7
+    name = "model score" if calibrated else "score"
     if members:
         each = ", ".join(f"{m['value']:+.4f}" for m in members)
-        result = f"score = mean over the members of {_e(record['transform'])}({each})"
+        result = f"{name} = mean over the members of {_e(record['transform'])}({each})"
     elif record["transform"] == "identity":
-        result = "score = value"
+        result = f"{name} = value"
     else:
-        result = f"score = {_e(record['transform'])}(value)"
+        result = f"{name} = {_e(record['transform'])}(value)"
+    lines = f"{result} = {model_score:.4f}"
+    if calibrated:
+        lines += (
+            f"<br>score = calibrated on held-out documents({model_score:.4f}) = "
+            f"{record['score']:.4f}"
+        )
     return (
         '<details style="margin:2px 0 6px"><summary class="note">why</summary>'
         + _rows(source_rows, header)
         + _rows(part_rows, [f"Part{averaged}", "Value", ""], left=(0, 2))
-        + f'<div class="note">{result} = {record["score"]:.4f}</div></details>'
+        + f'<div class="note">{lines}</div></details>'
     )
