@@ -98,3 +98,33 @@ def test_the_fusion_beats_its_sources_on_held_out_documents(fitted: Any, tmp_pat
         for name, model in [("stem", sources[0]), ("words", sources[1]), ("fusion", fusion)]
     }
     assert scores["fusion"] > max(scores["stem"], scores["words"]), scores
+
+
+def test_cooccurrence_from_a_corpus_path_is_read_saved_and_loaded(
+    fitted: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, sources, documents = fitted
+    # The sources' training documents (documents.tsv from line 2001) as the corpus to count.
+    lines = (SHARED_DATA / "archaeology" / "documents.tsv").read_text("utf-8").splitlines(True)
+    corpus = tmp_path / "sources-train.tsv"
+    corpus.write_text("".join(lines[2000:]), encoding="utf-8")
+    fusion = kuoro.Fusion(sources, max_epochs=2, hidden_size=8, cooccurrence=str(corpus))
+    fusion.fit(documents[:600], store=tmp_path / "s")
+    table = fusion.cooccurrence_
+    assert table is not None and table.documents > 3000
+    from kuoro.fusion.candidates import feature_names
+
+    rows = [s.suggest([d.text for d in documents[1500:1510]]) for s in sources]
+    candidates = fusion._predictor.candidates(rows)
+    assert candidates.features[:, feature_names(2).index("implied")].max() > 0
+    fusion.save(tmp_path / "saved")
+    again = kuoro.Fusion.load(tmp_path / "saved", sources)
+    assert again.cooccurrence_ is not None and again.cooccurrence_.documents == table.documents
+    texts = [d.text for d in documents[1500:1520]]
+    assert (again.suggest(texts) != fusion.suggest(texts)).nnz == 0
+
+    # "sources" (the default): sources fitted in Python carry no table, and it says so.
+    with caplog.at_level("INFO", logger="kuoro.fusion.estimator"):
+        plain = kuoro.Fusion(sources, max_epochs=1, hidden_size=8)
+        plain.fit(documents[:300], store=tmp_path / "p")
+    assert plain.cooccurrence_ is None and "no subject co-occurrence table" in caplog.text

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
@@ -35,6 +36,7 @@ from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.calibration import Calibration
 from kuoro.fusion.calibration_points import calibrate_on_held_out
 from kuoro.fusion.candidates import ConceptPrior
+from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.fit import FitInfo, fit_fusion
 from kuoro.fusion.numpy_model import NumpyFusion
@@ -58,8 +60,10 @@ _BATCH = 64
 # Identifies this process's source objects in store fingerprints: a store is reused for the
 # same objects within a process, never for others that may hold other models.
 _SESSION = uuid.uuid4().hex
+log = logging.getLogger(__name__)
 _SAVED = "fusion.json"
 _NUMPY, _PRIOR, _CALIBRATION = "fusion.npz", "prior.npz", "calibration.npz"
+_COOCCURRENCE = "cooccurrence.npz"
 
 
 class FittedSource(Protocol):
@@ -163,6 +167,7 @@ class Fusion:
         """
         params = self._checked()
         store_path = Path(store)
+        self.cooccurrence_ = self._cooccurrence_table(params)
         with self._store(documents, store_path, progress) as train:
             held_out = None
             if validation_documents is not None:
@@ -179,6 +184,7 @@ class Fusion:
                     device=device,
                     validation_store=held_out,
                     callbacks=callbacks,
+                    cooccurrence=self.cooccurrence_,
                 )
                 self._set_state(model, info, train.top_k)
                 # Calibrated on the held-out documents, never on those trained on.
@@ -193,12 +199,35 @@ class Fusion:
                     ConceptPrior.from_counts(self.prior_),
                     requested=params.calibration,
                     seed=params.seed,
+                    cooccurrence=self.cooccurrence_,
                 )
                 self._predictor.calibration = self._calibration()
             finally:
                 if held_out is not None:
                     held_out.close()
         return self
+
+    def _cooccurrence_table(self, params: FusionParams) -> SubjectCooccurrence | None:
+        """The table the ``cooccurrence`` parameter names: a corpus path is counted over the
+        vocabulary; "sources" takes the sources' ``cooccurrence_`` tables (sources fitted in
+        Python carry none: a fusion project's sources record theirs when trained)."""
+        setting = str(getattr(params, "cooccurrence", "none"))
+        if setting == "none":
+            return None
+        n_concepts = len(self.vocabulary)
+        if setting != "sources":
+            corpus = Corpus(setting, self.vocabulary)
+            subjects = (document.subjects for document in corpus)
+            return SubjectCooccurrence.from_subject_sets(subjects, n_concepts)
+        tables = [getattr(s, "cooccurrence_", None) for s in self.sources]
+        found = [t for t in tables if isinstance(t, SubjectCooccurrence)]
+        if not found:
+            log.info(
+                "the sources carry no subject co-occurrence table: the co-occurrence "
+                "columns stay 0 (set cooccurrence to the path of their training corpus)"
+            )
+            return None
+        return max(found, key=lambda t: t.documents).resized(n_concepts)
 
     def _calibration(self) -> Calibration | None:
         chosen = self.calibration_.calibration
@@ -219,6 +248,7 @@ class Fusion:
             ConceptPrior.from_counts(self.prior_),
             n_concepts=len(self.prior_),
             top_k=top_k,
+            cooccurrence=getattr(self, "cooccurrence_", None),
         )
 
     def _store(self, documents: Iterable[Document], path: Path, progress: bool) -> SuggestionStore:
@@ -293,6 +323,9 @@ class Fusion:
         (directory / _CALIBRATION).unlink(missing_ok=True)
         if self._predictor.calibration is not None:
             self._predictor.calibration.save(directory / _CALIBRATION)
+        (directory / _COOCCURRENCE).unlink(missing_ok=True)
+        if self._predictor.cooccurrence is not None:
+            self._predictor.cooccurrence.save(directory / _COOCCURRENCE)
         described = {
             "format": "kuoro-fusion-estimator",
             "format_version": 1,
@@ -331,12 +364,18 @@ class Fusion:
         )
         fusion.numpy_model_ = NumpyFusion.load(directory / _NUMPY)
         fusion.prior_ = prior
+        fusion.cooccurrence_ = (
+            SubjectCooccurrence.load(directory / _COOCCURRENCE).resized(len(prior))
+            if (directory / _COOCCURRENCE).is_file()
+            else None
+        )
         fusion._predictor = FusionPredictor(
             fusion.sources,
             fusion.numpy_model_,
             ConceptPrior.from_counts(prior),
             n_concepts=len(prior),
             top_k=int(described["top_k"]),
+            cooccurrence=fusion.cooccurrence_,
             calibration=(
                 Calibration.load(directory / _CALIBRATION)
                 if (directory / _CALIBRATION).is_file()
