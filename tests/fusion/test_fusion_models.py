@@ -377,3 +377,28 @@ def test_training_step_cost_does_not_grow_with_the_vocabulary(
         f"V=36k {seconds[36_000] * 1e3:.1f} ms, V=456k {seconds[456_000] * 1e3:.1f} ms"
     )
     assert ratio < 2.0
+
+
+def test_a_state_saved_before_columns_were_appended_loads_and_predicts_as_before() -> None:
+    from kuoro.fusion.members import MemberEnsemble
+    from kuoro.fusion.models import widen_saved_inputs
+
+    torch.manual_seed(0)
+    single = KuoroFusion(20, 4, N_FEATURES, hidden_size=8)
+    ensemble = MemberEnsemble(lambda seed: KuoroFusion(20, 4, N_FEATURES, hidden_size=8), 2)
+    for model in (single, ensemble):
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        key = next(k for k in state if k.endswith(("mlp.0.weight", "mlp__0__weight")))
+        # As saved three feature columns ago: the first layer without the last three features.
+        with torch.no_grad():
+            state[key].normal_()
+        old = dict(state)
+        old[key] = torch.cat([state[key][..., : N_FEATURES - 3], state[key][..., -1:]], dim=-1)
+        widened = widen_saved_inputs(old, N_FEATURES)
+        assert widened[key].shape == state[key].shape
+        assert (widened[key][..., N_FEATURES - 3 : N_FEATURES] == 0).all()
+        assert torch.equal(widened[key][..., : N_FEATURES - 3], state[key][..., : N_FEATURES - 3])
+        assert torch.equal(widened[key][..., -1], state[key][..., -1])
+        model.load_state_dict(widened)  # loads: the shapes are today's
+        # A current state is left as it is.
+        assert torch.equal(widen_saved_inputs(state, N_FEATURES)[key], state[key])

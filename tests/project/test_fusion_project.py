@@ -536,3 +536,49 @@ def test_cooccurrence_none_or_a_corpus_path(workspace: Path, tmp_path: Path) -> 
     assert 0 < manifest["training"]["cooccurrence_documents"] <= FUSION_DOCS
     # The corpus is counted once and kept for the next training.
     assert len(list((tmp_path / "data" / "stores").glob("cooccurrence-*.npz"))) == 1
+
+
+def test_a_model_trained_before_the_co_occurrence_columns_suggests_and_learns(
+    workspace: Path, tmp_path: Path
+) -> None:
+    from kuoro.fusion.candidates import feature_names
+    from kuoro.fusion.numpy_model import NumpyFusion
+    from kuoro.project.cooccurrence_files import COOCCURRENCE
+    from kuoro.util.hashing import file_sha256
+
+    shutil.copytree(workspace / "data", tmp_path / "data")
+    shutil.copy(workspace / "projects.toml", tmp_path / "projects.toml")
+    project_dir = tmp_path / "data" / "projects" / "fusion-kuoro"
+    version = project_dir / (project_dir / "CURRENT").read_text(encoding="utf-8").strip()
+    names = list(feature_names(2))
+    old_names = names[:-3]  # the three co-occurrence columns came last
+    # As a model saved before them: the torch weights and the numpy arrays one layer narrower.
+    state = torch.load(version / "model.pt", weights_only=True)
+    w = state["mlp.0.weight"]
+    state["mlp.0.weight"] = torch.cat([w[:, : len(old_names)], w[:, -1:]], dim=1)
+    torch.save(state, version / "model.pt")
+    with np.load(version / "fusion.npz", allow_pickle=False) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    first = arrays["mlp_weight_0"]
+    arrays["mlp_weight_0"] = np.concatenate([first[..., : len(old_names)], first[..., -1:]], -1)
+    arrays["feature_names"] = np.asarray(old_names)
+    NumpyFusion.from_arrays(arrays).save(version / "fusion.npz")
+    (version / COOCCURRENCE).unlink()
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"].pop(COOCCURRENCE)
+    for name in ("model.pt", "fusion.npz"):
+        size, digest = (version / name).stat().st_size, file_sha256(version / name)
+        manifest["files"][name] = {"bytes": size, "sha256": digest}
+    manifest["params"].pop("cooccurrence")
+    (version / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+    project = open_project(tmp_path, "fusion-kuoro")
+    texts = ["Arkeologiset kaivaukset ja löydöt", "Kivikauden asuinpaikat"]
+    assert project.suggest(texts).nnz > 0
+    lines = (workspace / "fusion.tsv").read_text(encoding="utf-8").splitlines(True)
+    (tmp_path / "more.tsv").write_text("".join(lines[:300]), encoding="utf-8")
+    project.learn([tmp_path / "more.tsv"], device="cpu")
+    learnt, _ = read_model(project_dir, "fusion-kuoro", "fusion")
+    assert learnt != version
+    assert NumpyFusion.load(learnt / "fusion.npz")._family.n_features == len(names)
+    assert open_project(tmp_path, "fusion-kuoro").suggest(texts).nnz > 0

@@ -297,6 +297,21 @@ class KuoroFusion(FusionModel):
         return self.concept_l2 * penalty
 
 
+def widen_saved_inputs(state: dict[str, Tensor], n_features: int) -> dict[str, Tensor]:
+    """A saved ``KuoroFusion`` (or member ensemble) state from before feature columns were
+    appended, with zero weights on them: the first MLP layer reads the features, then the
+    gated mean, so the new columns go in before the mean's. The model predicts as it did."""
+    widened = dict(state)
+    for key, weight in state.items():
+        if not key.endswith(("mlp.0.weight", "mlp__0__weight")):
+            continue
+        missing = n_features + 1 - weight.shape[-1]
+        if missing > 0:
+            zeros = weight.new_zeros((*weight.shape[:-1], missing))
+            widened[key] = torch.cat([weight[..., :-1], zeros, weight[..., -1:]], dim=-1)
+    return widened
+
+
 KUORO_HYPERPARAMETERS = (
     "hidden_size",
     "dropout",

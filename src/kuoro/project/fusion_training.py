@@ -37,7 +37,7 @@ from kuoro.errors import KuoroError, ModelError
 from kuoro.fusion.batches import StorePart
 from kuoro.fusion.calibration import CalibrationChoice
 from kuoro.fusion.calibration_points import calibrate_on_held_out
-from kuoro.fusion.candidates import ConceptPrior
+from kuoro.fusion.candidates import ConceptPrior, feature_names
 from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.fusion.export import export_arrays
 from kuoro.fusion.fit import (
@@ -48,6 +48,7 @@ from kuoro.fusion.fit import (
     split_positions,
     train_fusion_model,
 )
+from kuoro.fusion.models import widen_saved_inputs
 from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.project.batch import Engine
 from kuoro.project.cooccurrence_files import COOCCURRENCE, load_table, table_for_training
@@ -294,6 +295,8 @@ def load_torch_model(project: Project, version_dir: Path, manifest: Mapping[str,
             seed=0,
         )
         state = torch.load(version_dir / WEIGHTS, map_location="cpu", weights_only=True)
+        if spec["family"] == "kuoro":  # trained before the co-occurrence columns: none read
+            state = widen_saved_inputs(state, len(feature_names(len(manifest["sources"]))))
         model.load_state_dict(state)
     except Exception as exc:  # a damaged file, or one written by an incompatible version
         reason = " ".join(str(exc).split())  # torch's messages run over several lines
