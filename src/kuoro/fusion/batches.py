@@ -151,7 +151,7 @@ class Epochs:
         self._cached: CandidateBatch | None = None
         self._streaming = False
 
-    def epoch(self, number: int) -> Sequence[CandidateBatch] | _StreamedEpoch:
+    def epoch(self, number: int) -> _CachedEpoch | _StreamedEpoch:
         """The batches of epoch ``number`` (an iterable with a length)."""
         seed = self.seed + number
         if not self._streaming and self._cached is None:
@@ -159,15 +159,7 @@ class Epochs:
             self._streaming = self._cached is None
         if self._cached is None:
             return _StreamedEpoch(self, seed)
-        order = torch.from_numpy(np.random.default_rng(seed).permutation(self._cached.n_docs))
-        batches = []
-        for start in range(0, len(order), self.batch_size):
-            batch = take_documents(self._cached, order[start : start + self.batch_size])
-            if batch.n_candidates:  # documents no source suggested for teach nothing
-                batches.append(batch.to(self.device))
-        if not batches:
-            raise _nothing_to_learn(self.parts)
-        return batches
+        return _CachedEpoch(self, self._cached, seed)
 
     def _build(self) -> CandidateBatch | None:
         """Every part's candidates as one batch, or None when they would not fit (judged
@@ -186,6 +178,29 @@ class Epochs:
                 if size > self.cache_bytes:
                     return None
         return concatenate(built) if built else None
+
+
+class _CachedEpoch:
+    """One epoch over the kept candidates: the documents in a new order, each batch gathered
+    when it is reached (so that an epoch never holds a second copy of them all)."""
+
+    def __init__(self, epochs: Epochs, cached: CandidateBatch, seed: int) -> None:
+        self.epochs, self.cached, self.seed = epochs, cached, seed
+
+    def __len__(self) -> int:
+        return math.ceil(self.cached.n_docs / self.epochs.batch_size)
+
+    def __iter__(self) -> Iterator[CandidateBatch]:
+        size = self.epochs.batch_size
+        order = torch.from_numpy(np.random.default_rng(self.seed).permutation(self.cached.n_docs))
+        learnt_from = 0
+        for start in range(0, len(order), size):
+            batch = take_documents(self.cached, order[start : start + size])
+            if batch.n_candidates:  # documents no source suggested for teach nothing
+                learnt_from += batch.n_docs
+                yield batch.to(self.epochs.device)
+        if not learnt_from:
+            raise _nothing_to_learn(self.epochs.parts)
 
 
 class _StreamedEpoch:
