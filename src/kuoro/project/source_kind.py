@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from kuoro.analyzers import make_analyzer
 from kuoro.config.projects import parse_analyzer
 from kuoro.corpus.documents import Corpus
-from kuoro.errors import KuoroError, ModelError
+from kuoro.errors import CorpusError, KuoroError, ModelError
+from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.project.batch import Engine
 from kuoro.project.cooccurrence_files import COOCCURRENCE, count_corpus
 from kuoro.project.model_files import write_model
@@ -66,7 +67,11 @@ class SourceKind:
         seconds = time.perf_counter() - started
         # Which subjects go together in the corpus: what a fusion model over this source
         # learns from (its own training documents are far fewer).
-        table = count_corpus(project, corpus_paths)
+        table: SubjectCooccurrence | None = None
+        try:
+            table = count_corpus(project, corpus_paths)
+        except CorpusError as exc:  # a source that learnt nothing from subjects may lack them
+            log.info("%s: no subject co-occurrence recorded (%s)", project.project_id, exc)
         metadata = {
             "project_id": project.project_id,
             "kind": self.name,
@@ -90,7 +95,8 @@ class SourceKind:
 
         def save(directory: Path) -> None:
             source.save_state(directory)
-            table.save(directory / COOCCURRENCE)
+            if table is not None:
+                table.save(directory / COOCCURRENCE)
 
         model_dir = write_model(project.model_dir, metadata, save)
         project.forget_model()
