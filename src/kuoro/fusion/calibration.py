@@ -23,7 +23,6 @@ calibrated scores rank every document's candidates exactly as the raw ones do.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -32,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from kuoro.errors import ModelError
-from kuoro.util.atomic import atomic_write
+from kuoro.util.array_files import load_arrays, save_arrays
 from kuoro.util.reliability import expected_calibration_error
 
 METHODS = ("temperature", "platt", "isotonic")
@@ -116,21 +114,12 @@ class Calibration:
 
     def save(self, path: Path) -> None:
         """Write the calibration as an uncompressed ``.npz`` of plain arrays, atomically."""
-        with atomic_write(path) as out:
-            arrays: dict[str, Any] = self.to_arrays()
-            np.savez(out, **arrays)
+        save_arrays(path, self.to_arrays())
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
         """Read a file ``save`` wrote (never with pickle); ModelError if it is not one."""
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-            return cls.from_arrays(arrays)
-        except FileNotFoundError as exc:
-            raise ModelError(f"{path}: no calibration file there") from exc
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise ModelError(f"{path}: damaged calibration file ({exc})") from exc
+        return load_arrays(path, "calibration", cls.from_arrays)
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Calibration:

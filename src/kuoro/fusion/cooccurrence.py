@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from kuoro.errors import ModelError
-from kuoro.util.atomic import atomic_write
+from kuoro.util.array_files import load_arrays, save_arrays
 
 MAX_SUBJECTS = 10
 FORMAT = "kuoro-subject-cooccurrence"
@@ -115,32 +114,33 @@ class SubjectCooccurrence:
     # -- files ---------------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        with atomic_write(path) as f:
-            np.savez(
-                f,
-                format=np.asarray(FORMAT),
-                indptr=self.conditional.indptr.astype(np.int64),
-                indices=self.conditional.indices.astype(np.int32),
-                data=self.conditional.data.astype(np.float32),
-                counts=self.counts,
-                documents=np.asarray(self.documents, np.int64),
-            )
+        save_arrays(
+            path,
+            {
+                "format": np.asarray(FORMAT),
+                "indptr": self.conditional.indptr.astype(np.int64),
+                "indices": self.conditional.indices.astype(np.int32),
+                "data": self.conditional.data.astype(np.float32),
+                "counts": self.counts,
+                "documents": np.asarray(self.documents, np.int64),
+            },
+        )
 
     @classmethod
     def load(cls, path: Path) -> SubjectCooccurrence:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if str(z["format"]) != FORMAT:
-                    raise ValueError(f"format {z['format']!s}, not {FORMAT}")
-                counts = np.asarray(z["counts"], np.int64)
-                n = len(counts)
-                table = sp.csr_matrix(
-                    (z["data"], z["indices"], z["indptr"]), shape=(n, n), dtype=np.float32
-                )
-                table.check_format(full_check=True)
-                return cls(table, counts, int(z["documents"]))
-        except (OSError, KeyError, ValueError) as exc:
-            raise ModelError(f"cannot read the subject co-occurrence table {path}: {exc}") from exc
+        return load_arrays(path, "subject co-occurrence table", cls._from_arrays)
+
+    @classmethod
+    def _from_arrays(cls, arrays: dict[str, np.ndarray]) -> SubjectCooccurrence:
+        if str(arrays["format"]) != FORMAT:
+            raise ValueError(f"format {arrays['format']!s}, not {FORMAT}")
+        counts = np.asarray(arrays["counts"], np.int64)
+        n = len(counts)
+        table = sp.csr_matrix(
+            (arrays["data"], arrays["indices"], arrays["indptr"]), shape=(n, n), dtype=np.float32
+        )
+        table.check_format(full_check=True)
+        return cls(table, counts, int(arrays["documents"]))
 
     def resized(self, n_concepts: int) -> SubjectCooccurrence:
         """The table for a vocabulary grown to ``n_concepts`` (new concepts: never seen)."""

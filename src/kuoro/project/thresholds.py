@@ -13,7 +13,6 @@ since) are not applied, with a warning; none at all is an error.
 from __future__ import annotations
 
 import logging
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import scipy.sparse as sp
 
 from kuoro.errors import ModelError
 from kuoro.project.datadir import DataDir
-from kuoro.util.atomic import atomic_write
+from kuoro.util.array_files import load_arrays, save_arrays
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +104,12 @@ class ConceptThresholds:
             "shrinkage": np.asarray(self.shrinkage),
             "documents": np.asarray(self.documents, np.int64),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as out:
-            np.savez(out, **arrays)
+        save_arrays(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> ConceptThresholds:
         """Read a file ``save`` wrote (never with pickle); ModelError if it is not one."""
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-            return cls.from_arrays(arrays)
-        except FileNotFoundError as exc:
-            raise ModelError(f"{path}: no per-concept thresholds there") from exc
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-            raise ModelError(f"{path}: damaged per-concept thresholds file ({exc})") from exc
+        return load_arrays(path, "per-concept thresholds", cls.from_arrays)
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ConceptThresholds:
