@@ -24,6 +24,7 @@ from kuoro.fusion.numpy_model import NumpyFusion
 from kuoro.fusion.tensors import to_batch
 
 from support.data import load_benchmark
+from support.fusion_models import with_random_parameters
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -75,17 +76,6 @@ def candidates() -> Candidates:
     assert np.diff(c.doc_offsets)[empty].tolist() == [0, 0]
     assert len(c.concepts) > 20 * N_DOCS
     return c
-
-
-def with_random_parameters(model: nn.Module, scale: float, seed: int = 0) -> nn.Module:
-    """Random values added to every parameter, as training would move them: the layers that
-    start at zero (the gate, the MLP's last layer, the per-concept tables) would otherwise
-    hide their terms from the comparison. Returns the model in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * scale)
-    return model.eval()
 
 
 def kuoro(hidden_size: int = 16, dropout: float = 0.2, gate_top_k: int = 0) -> KuoroFusion:
