@@ -38,7 +38,6 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kuoro.config.projects import load_projects
-from kuoro.corpus.documents import Corpus
 from kuoro.errors import KuoroError
 from kuoro.evaluation.metrics import RankingMetrics, ranked_predictions
 from kuoro.fusion.candidates import build_candidates, candidate_recall
@@ -144,9 +143,8 @@ def cooccurrence_table(args: argparse.Namespace, n_concepts: int) -> SubjectCooc
         return SubjectCooccurrence.load(cached)
     print(f"counting subject co-occurrence in {args.cooccurrence}", file=sys.stderr)
     vocabulary = DataDir(args.datadir).load_vocabulary(args.vocab)
-    corpus = Corpus([args.cooccurrence], vocabulary, language=args.language)
-    table = SubjectCooccurrence.from_subject_sets(
-        (d.subjects for d in corpus), len(vocabulary)
+    table = SubjectCooccurrence.from_corpus(
+        args.cooccurrence, vocabulary, language=args.language
     ).resized(n_concepts)
     table.save(cached)
     return table

@@ -14,14 +14,16 @@ say nothing about a typical document.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from kuoro.corpus.documents import Corpus
 from kuoro.util.array_files import load_arrays, save_arrays
+from kuoro.vocab.vocabulary import Vocabulary
 
 MAX_SUBJECTS = 10
 FORMAT = "kuoro-subject-cooccurrence"
@@ -67,6 +69,18 @@ class SubjectCooccurrence:
             shape=(documents, n_concepts),
         )
         return cls.from_pair_counts((indicator.T @ indicator).tocsr(), documents)
+
+    @classmethod
+    def from_corpus(
+        cls,
+        paths: str | Path | Sequence[str | Path],
+        vocabulary: Vocabulary,
+        *,
+        language: str | None = None,
+    ) -> SubjectCooccurrence:
+        """Counted over the subjects of a corpus (any format ``Corpus`` reads)."""
+        corpus = Corpus(paths, vocabulary, language=language)
+        return cls.from_subject_sets((d.subjects for d in corpus), len(vocabulary))
 
     @classmethod
     def from_pair_counts(cls, pairs: sp.csr_matrix, documents: int) -> SubjectCooccurrence:

@@ -216,9 +216,7 @@ class Fusion:
             return None
         n_concepts = len(self.vocabulary)
         if setting != "sources":
-            corpus = Corpus(setting, self.vocabulary)
-            subjects = (document.subjects for document in corpus)
-            return SubjectCooccurrence.from_subject_sets(subjects, n_concepts)
+            return SubjectCooccurrence.from_corpus(setting, self.vocabulary)
         tables = [getattr(s, "cooccurrence_", None) for s in self.sources]
         found = [t for t in tables if isinstance(t, SubjectCooccurrence)]
         if not found:

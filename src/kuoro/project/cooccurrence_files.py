@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from kuoro.corpus.documents import Corpus
 from kuoro.corpus.fingerprint import corpus_fingerprint
 from kuoro.fusion.cooccurrence import SubjectCooccurrence
 from kuoro.project.model_files import read_model
@@ -35,9 +34,8 @@ COOCCURRENCE = "cooccurrence.npz"
 
 def count_corpus(project: Project, corpus_paths: Sequence[Path]) -> SubjectCooccurrence:
     """The co-occurrence of subjects in the corpora, over the project's vocabulary."""
-    corpus = Corpus(corpus_paths, project.vocabulary, language=project.config.language)
-    return SubjectCooccurrence.from_subject_sets(
-        (document.subjects for document in corpus), len(project.vocabulary)
+    return SubjectCooccurrence.from_corpus(
+        list(corpus_paths), project.vocabulary, language=project.config.language
     )
 
 
